@@ -1,19 +1,47 @@
 //! The `runproof` binary: clap commands that wire the library crates together.
 
+mod cmd_run;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+const EXIT_CODES: &str = "\
+Exit status of `runproof run`:
+  N      the command's own exit status
+  124    the --timeout passed and the command was killed
+  125    the sandbox could not be set up; the command did not run
+  126    the command was found but could not be executed
+  127    the command was not found inside the sandbox
+  137    the memory limit killed the command
+  152    the CPU-time limit killed the command
+  128+S  the command was killed by signal S
+Other commands: 0 success, 1 failure found (scan, verify), 2 usage or input error.";
+
 #[derive(Parser)]
-#[command(name = "runproof", version, about = "Run, scan and verify what AI coding agents do")]
+#[command(
+    name = "runproof",
+    version,
+    about = "Run, scan and verify what AI coding agents do",
+    after_help = EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a command in a sandbox: workspace writable, secrets hidden, no network.
+    #[command(after_help = EXIT_CODES)]
+    Run(cmd_run::RunArgs),
+    /// Report what each enforcement layer can do on this kernel.
+    Doctor(cmd_run::DoctorArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Run(args) => cmd_run::run(args),
+        Command::Doctor(args) => cmd_run::doctor(args),
+    }
 }

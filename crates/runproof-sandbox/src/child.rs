@@ -1,0 +1,468 @@
+//! The processes inside the sandbox.
+//!
+//! ```text
+//! supervisor (host)
+//!   └─ stage A: unshare(user, mount, pid, net, ipc, uts, cgroup), map own uid/gid,
+//!      │        fork; waits for init and exits with it
+//!      └─ init (PID 1): mounts + pivot_root, hostname, loopback up, listeners,
+//!         │             pty; forks the command, reaps every orphan, forwards signals,
+//!         │             reports the command's end; its exit kills the whole namespace
+//!         └─ command: new session, rlimits, Landlock, capabilities dropped,
+//!                     no_new_privs, seccomp, execve
+//! ```
+//!
+//! Everything here runs after `fork` and before `execve`. The data it needs
+//! (paths, argv, environment, the BPF program) was prepared by the supervisor,
+//! so the children do little more than syscalls. Every failure is sent to the
+//! supervisor as `step\0detail` and the child exits 125: the command never runs
+//! with less confinement than planned.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+
+use crate::ipc::{self, tag};
+use crate::mounts::Compiled;
+use crate::report::exit;
+
+/// Everything the children need, prepared before forking.
+pub(crate) struct ChildSpec {
+    pub ctrl: RawFd,
+    pub uid: u32,
+    pub gid: u32,
+    pub mounts: Vec<Compiled>,
+    pub skeleton_size: u64,
+    pub hostname: CString,
+    pub listen_ports: Vec<u16>,
+    pub pty: bool,
+    pub stdio: [Option<RawFd>; 3],
+    pub cwd: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    pub landlock: crate::landlock_layer::Rules,
+    pub seccomp: Vec<libc::sock_filter>,
+    pub seccomp_listener: bool,
+}
+
+fn fail(ctrl: RawFd, step: &str, err: &std::io::Error, code: i32) -> ! {
+    let mut msg = step.as_bytes().to_vec();
+    msg.push(0);
+    msg.extend_from_slice(err.to_string().as_bytes());
+    let _ = ipc::send(ctrl, tag::ERROR, &msg, &[]);
+    // SAFETY: terminate the forked child without running destructors or
+    // atexit handlers inherited from the parent.
+    unsafe { libc::_exit(code) }
+}
+
+fn last_err() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn write_file(path: &str, data: &str) -> std::io::Result<()> {
+    std::fs::write(path, data)
+}
+
+/// Stage A. Called in the child right after `fork` in the supervisor.
+pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
+    let ctrl = spec.ctrl;
+    // Die with the supervisor.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // Wait for the supervisor to place us in the cgroup.
+    match ipc::recv(&BorrowedRaw(ctrl)) {
+        Ok(Some(m)) if m.tag == tag::GO => {}
+        _ => unsafe { libc::_exit(exit::SETUP) },
+    }
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP;
+    // SAFETY: unshare with flags; we are single-threaded after fork.
+    if unsafe { libc::unshare(flags) } < 0 {
+        fail(ctrl, "unshare namespaces", &last_err(), exit::SETUP);
+    }
+    // Map our own uid and gid to themselves: an unprivileged process may
+    // write exactly this one-line map for itself.
+    if let Err(e) = write_file("/proc/self/setgroups", "deny") {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            fail(ctrl, "write setgroups", &e, exit::SETUP);
+        }
+    }
+    if let Err(e) = write_file("/proc/self/uid_map", &format!("{0} {0} 1\n", spec.uid)) {
+        fail(ctrl, "write uid_map", &e, exit::SETUP);
+    }
+    if let Err(e) = write_file("/proc/self/gid_map", &format!("{0} {0} 1\n", spec.gid)) {
+        fail(ctrl, "write gid_map", &e, exit::SETUP);
+    }
+    // SAFETY: fork in a single-threaded process.
+    let init = unsafe { libc::fork() };
+    if init < 0 {
+        fail(ctrl, "fork init", &last_err(), exit::SETUP);
+    }
+    if init == 0 {
+        init_main(spec);
+    }
+    let _ = ipc::send(ctrl, tag::INIT_PID, &init.to_ne_bytes(), &[]);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(init, &mut status, 0) };
+        if r == init {
+            break;
+        }
+        if r < 0 && last_err().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    // SAFETY: exit the forked child.
+    unsafe { libc::_exit(code) }
+}
+
+struct BorrowedRaw(RawFd);
+impl std::os::fd::AsRawFd for BorrowedRaw {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+fn init_main(spec: &ChildSpec) -> ! {
+    let ctrl = spec.ctrl;
+    // SAFETY: prctl with integer arguments. Die with stage A; keep our memory
+    // and /proc entries away from the sandboxed processes.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
+    if let Err((step, e)) = crate::mounts::execute(&spec.mounts, spec.skeleton_size) {
+        fail(ctrl, step, &e, exit::SETUP);
+    }
+    // SAFETY: valid C string and length.
+    if unsafe { libc::sethostname(spec.hostname.as_ptr(), spec.hostname.as_bytes().len()) } < 0 {
+        fail(ctrl, "set hostname", &last_err(), exit::SETUP);
+    }
+    if let Err(e) = loopback_up() {
+        fail(ctrl, "bring up loopback", &e, exit::SETUP);
+    }
+    if !spec.listen_ports.is_empty() {
+        let mut fds = Vec::new();
+        for &port in &spec.listen_ports {
+            match listen_loopback(port) {
+                Ok(fd) => fds.push(fd),
+                Err(e) => fail(ctrl, "bind relay listener", &e, exit::SETUP),
+            }
+        }
+        if let Err(e) = ipc::send(ctrl, tag::LISTENERS, &[], &fds) {
+            fail(ctrl, "hand over relay listeners", &e, exit::SETUP);
+        }
+        for fd in fds {
+            // SAFETY: closing descriptors we opened.
+            unsafe { libc::close(fd) };
+        }
+    }
+    let mut pty_slave = None;
+    if spec.pty {
+        match open_pty() {
+            Ok((master, slave)) => {
+                if let Err(e) = ipc::send(ctrl, tag::PTY, &[], &[master]) {
+                    fail(ctrl, "hand over pty", &e, exit::SETUP);
+                }
+                // SAFETY: closing our copy of the master.
+                unsafe { libc::close(master) };
+                pty_slave = Some(slave);
+            }
+            Err(e) => fail(ctrl, "open pty", &e, exit::SETUP),
+        }
+    }
+
+    // Signals to forward to the command; SIGCHLD to reap.
+    // SAFETY: sigset manipulation on a local set.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, *s);
+        }
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+
+    // SAFETY: fork in a single-threaded process.
+    let cmd = unsafe { libc::fork() };
+    if cmd < 0 {
+        fail(ctrl, "fork command", &last_err(), exit::SETUP);
+    }
+    if cmd == 0 {
+        // SAFETY: restore the default mask for the command.
+        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        command_main(spec, pty_slave);
+    }
+    if let Some(s) = pty_slave {
+        // SAFETY: closing our copy of the slave.
+        unsafe { libc::close(s) };
+    }
+
+    // Reap everything; end when the command ends.
+    loop {
+        // SAFETY: sigwaitinfo fills a local siginfo.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        if sig < 0 {
+            continue;
+        }
+        if sig != libc::SIGCHLD {
+            // The command leads its own session and process group.
+            // SAFETY: kill with a plain pid and signal.
+            unsafe { libc::kill(-cmd, sig) };
+            continue;
+        }
+        loop {
+            let mut status = 0;
+            // SAFETY: reaping our children.
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+            if r == cmd {
+                let (code, signal) = if libc::WIFEXITED(status) {
+                    (libc::WEXITSTATUS(status), 0)
+                } else {
+                    (-1, libc::WTERMSIG(status))
+                };
+                let mut payload = code.to_ne_bytes().to_vec();
+                payload.extend_from_slice(&signal.to_ne_bytes());
+                let _ = ipc::send(ctrl, tag::EXIT, &payload, &[]);
+                // Exiting as PID 1 kills whatever the command left behind.
+                // SAFETY: exit the forked child.
+                unsafe { libc::_exit(0) };
+            }
+        }
+    }
+}
+
+/// Signals the init passes on to the command's process group.
+const FORWARDED: &[libc::c_int] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a throwaway socket for the interface ioctls.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(last_err());
+    }
+    // SAFETY: ifreq is plain data; the name is NUL-terminated "lo".
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name[0] = b'l' as libc::c_char;
+    req.ifr_name[1] = b'o' as libc::c_char;
+    let r = unsafe {
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        r
+    };
+    let err = last_err();
+    // SAFETY: closing our socket.
+    unsafe { libc::close(fd) };
+    if r < 0 { Err(err) } else { Ok(()) }
+}
+
+fn listen_loopback(port: u16) -> std::io::Result<RawFd> {
+    // SAFETY: socket/bind/listen on a fresh descriptor with a local sockaddr.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(last_err());
+        }
+        let one: libc::c_int = 1;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), 4);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_port = port.to_be();
+        addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        if libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) < 0
+            || libc::listen(fd, 512) < 0
+        {
+            let e = last_err();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(fd)
+    }
+}
+
+/// Open a pty pair on the sandbox's own devpts instance.
+fn open_pty() -> std::io::Result<(RawFd, RawFd)> {
+    // SAFETY: opening /dev/ptmx and the slave it names.
+    unsafe {
+        let ptmx = CString::new("/dev/pts/ptmx").unwrap();
+        let master = libc::open(ptmx.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if master < 0 {
+            return Err(last_err());
+        }
+        let unlock: libc::c_int = 0;
+        let mut n: libc::c_uint = 0;
+        if libc::ioctl(master, libc::TIOCSPTLCK, &unlock) < 0 || libc::ioctl(master, libc::TIOCGPTN, &mut n) < 0 {
+            let e = last_err();
+            libc::close(master);
+            return Err(e);
+        }
+        let path = CString::new(format!("/dev/pts/{n}")).unwrap();
+        let slave = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if slave < 0 {
+            let e = last_err();
+            libc::close(master);
+            return Err(e);
+        }
+        Ok((master, slave))
+    }
+}
+
+fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>) -> ! {
+    let ctrl = spec.ctrl;
+    // SAFETY: process-attribute syscalls with plain arguments; each result
+    // is checked.
+    unsafe {
+        // A new session: no controlling terminal shared with the host, so
+        // nothing typed into the host's terminal can come from here.
+        if libc::setsid() < 0 {
+            fail(ctrl, "setsid", &last_err(), exit::SETUP);
+        }
+        if let Some(slave) = pty_slave {
+            if libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+                fail(ctrl, "set controlling terminal", &last_err(), exit::SETUP);
+            }
+            for fd in 0..3 {
+                libc::dup2(slave, fd);
+            }
+            libc::close(slave);
+        } else {
+            for (i, fd) in spec.stdio.iter().enumerate() {
+                if let Some(fd) = fd {
+                    if libc::dup2(*fd, i as i32) < 0 {
+                        fail(ctrl, "redirect stdio", &last_err(), exit::SETUP);
+                    }
+                }
+            }
+        }
+        if libc::chdir(spec.cwd.as_ptr()) < 0 {
+            fail(ctrl, "enter workspace", &last_err(), exit::SETUP);
+        }
+        for &(res, value) in &spec.rlimits {
+            let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+            if libc::setrlimit(res, &lim) < 0 {
+                fail(ctrl, "set rlimit", &last_err(), exit::SETUP);
+            }
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            fail(ctrl, "set no_new_privs", &last_err(), exit::SETUP);
+        }
+    }
+    let status = crate::landlock_layer::restrict(&spec.landlock);
+    let status_text = match &status {
+        Ok(s) => s.clone(),
+        Err(e) => fail(ctrl, "landlock", &std::io::Error::other(e.clone()), exit::SETUP),
+    };
+    let _ = ipc::send(ctrl, tag::LANDLOCK, status_text.as_bytes(), &[]);
+    if let Err(e) = drop_capabilities() {
+        fail(ctrl, "drop capabilities", &e, exit::SETUP);
+    }
+    match crate::seccomp::install(&spec.seccomp, spec.seccomp_listener) {
+        Ok(Some(listener)) => {
+            if let Err(e) = ipc::send(ctrl, tag::SECCOMP_FD, &[], &[listener]) {
+                fail(ctrl, "hand over seccomp listener", &e, exit::SETUP);
+            }
+            // SAFETY: the command must not hold its own listener.
+            unsafe { libc::close(listener) };
+        }
+        Ok(None) => {
+            let _ = ipc::send(ctrl, tag::READY, &[], &[]);
+        }
+        Err(e) => fail(ctrl, "install seccomp filter", &e, exit::SETUP),
+    }
+
+    let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = spec.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: close_range marks every inherited descriptor above stderr
+    // close-on-exec (the control socket included); the arrays are
+    // NULL-terminated and point at live C strings.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        libc::execvpe(argv[0], argv.as_ptr(), envp.as_ptr());
+    }
+    let err = last_err();
+    let code = match err.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => exit::NOT_FOUND,
+        _ => exit::NOT_EXECUTABLE,
+    };
+    fail(ctrl, "exec", &err, code)
+}
+
+/// Drop every capability for good: the bounding and ambient sets, the
+/// inheritable, permitted and effective sets, and the securebits that would
+/// otherwise hand them back to uid 0 on execve.
+fn drop_capabilities() -> std::io::Result<()> {
+    const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
+    const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
+    const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+    const SECBIT_NO_SETUID_FIXUP_LOCKED: libc::c_ulong = 1 << 3;
+    const SECBIT_KEEP_CAPS_LOCKED: libc::c_ulong = 1 << 5;
+    const SECBIT_NO_CAP_AMBIENT_RAISE: libc::c_ulong = 1 << 6;
+    const SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED: libc::c_ulong = 1 << 7;
+    // SAFETY: prctl/capset with plain arguments and a local header.
+    unsafe {
+        let bits = SECBIT_NOROOT
+            | SECBIT_NOROOT_LOCKED
+            | SECBIT_NO_SETUID_FIXUP
+            | SECBIT_NO_SETUID_FIXUP_LOCKED
+            | SECBIT_KEEP_CAPS_LOCKED
+            | SECBIT_NO_CAP_AMBIENT_RAISE
+            | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+        if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) < 0 {
+            return Err(last_err());
+        }
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        let mut cap = 0;
+        while libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) >= 0 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
+                return Err(last_err());
+            }
+            cap += 1;
+        }
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let hdr = Header { version: 0x2008_0522, pid: 0 };
+        let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+        if libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()) < 0 {
+            return Err(last_err());
+        }
+    }
+    Ok(())
+}
