@@ -113,21 +113,34 @@ pub fn run(args: RunArgs) -> ExitCode {
     match runproof_sandbox::run(spec) {
         Ok(out) => {
             for name in &out.refused_env {
-                eprintln!("runproof: not passing {name}: it looks like a credential (allow it with env.allow_secrets in a policy file)");
+                eprintln!(
+                    "runproof: not passing {name}: it looks like a credential (allow it with env.allow_secrets in a policy file)"
+                );
             }
             for p in &out.exit.restored {
                 eprintln!(
                     "runproof: the command changed protected path {p}; the original was restored and the change moved to {}",
-                    out.quarantine.as_ref().map(|q| q.display().to_string()).unwrap_or_default()
+                    out.quarantine
+                        .as_ref()
+                        .map(|q| q.display().to_string())
+                        .unwrap_or_default()
                 );
             }
             if args.verbose {
                 for l in &out.layers {
-                    eprintln!("runproof: {:<16} {:<11} {}", l.layer, format!("{:?}", l.state).to_lowercase(), l.detail);
+                    eprintln!(
+                        "runproof: {:<16} {:<11} {}",
+                        l.layer,
+                        format!("{:?}", l.state).to_lowercase(),
+                        l.detail
+                    );
                 }
             }
             if out.exit.timed_out {
-                eprintln!("runproof: timed out after {:.1}s; the sandbox was killed", out.exit.wall_s);
+                eprintln!(
+                    "runproof: timed out after {:.1}s; the sandbox was killed",
+                    out.exit.wall_s
+                );
             } else if out.exit.oom_killed {
                 eprintln!("runproof: the memory limit was reached; the sandbox was killed");
             } else if out.exit.cpu_limit_exceeded {
@@ -175,9 +188,15 @@ pub struct DoctorArgs {
 
 pub fn doctor(args: DoctorArgs) -> ExitCode {
     let layers = runproof_sandbox::doctor();
-    let ok = !layers.iter().any(|l| l.state == LayerState::Unavailable && (l.layer == "user namespace" || l.layer == "namespaces"));
+    let ok = !layers.iter().any(|l| {
+        l.state == LayerState::Unavailable
+            && (l.layer == "user namespace" || l.layer == "namespaces")
+    });
     if args.format == Format::Json {
-        println!("{}", serde_json::json!({ "layers": layers, "sandbox_usable": ok }));
+        println!(
+            "{}",
+            serde_json::json!({ "layers": layers, "sandbox_usable": ok })
+        );
     } else {
         for l in &layers {
             let mark = match l.state {
@@ -190,8 +209,16 @@ pub fn doctor(args: DoctorArgs) -> ExitCode {
         }
         println!(
             "{}",
-            if ok { "runproof run will work on this machine." } else { "runproof run cannot work here: see the lines marked NO." }
+            if ok {
+                "runproof run will work on this machine."
+            } else {
+                "runproof run cannot work here: see the lines marked NO."
+            }
         );
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Run a command in a sandbox: workspace writable, secrets hidden, no network.
     #[command(after_help = EXIT_CODES)]
-    Run(cmd_run::RunArgs),
+    Run(Box<cmd_run::RunArgs>),
     /// Report what each enforcement layer can do on this kernel.
     Doctor(cmd_run::DoctorArgs),
 }
@@ -41,7 +41,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => cmd_run::run(args),
+        Command::Run(args) => cmd_run::run(*args),
         Command::Doctor(args) => cmd_run::doctor(args),
     }
 }

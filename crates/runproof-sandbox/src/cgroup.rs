@@ -121,7 +121,10 @@ pub(crate) fn unescape_mount(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -200,15 +203,13 @@ pub fn detect() -> Support {
         ("pids", &mut s.v1_pids),
         ("cpuacct", &mut s.v1_cpuacct),
     ] {
-        let Some(m) = mounts.iter().find(|m| {
-            m.fstype == "cgroup" && m.super_opts.split(',').any(|o| o == ctrl)
-        }) else {
+        let Some(m) = mounts
+            .iter()
+            .find(|m| m.fstype == "cgroup" && m.super_opts.split(',').any(|o| o == ctrl))
+        else {
             continue;
         };
-        let Some((_, path)) = own
-            .iter()
-            .find(|(c, _)| c.split(',').any(|x| x == ctrl))
-        else {
+        let Some((_, path)) = own.iter().find(|(c, _)| c.split(',').any(|x| x == ctrl)) else {
             continue;
         };
         let dir = join_cgroup(m, path);
@@ -386,7 +387,8 @@ impl Cgroup {
         };
         match self.version {
             CgroupVersion::V2 => Stats {
-                peak_memory: read(self.memory.join("memory.peak")).and_then(|s| s.trim().parse().ok()),
+                peak_memory: read(self.memory.join("memory.peak"))
+                    .and_then(|s| s.trim().parse().ok()),
                 oom_kills: read(self.memory.join("memory.events"))
                     .and_then(|t| field(&t, "oom_kill"))
                     .unwrap_or(0),

@@ -290,12 +290,22 @@ fn listen_loopback(port: u16) -> std::io::Result<RawFd> {
             return Err(last_err());
         }
         let one: libc::c_int = 1;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), 4);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            4,
+        );
         let mut addr: libc::sockaddr_in = std::mem::zeroed();
         addr.sin_family = libc::AF_INET as libc::sa_family_t;
         addr.sin_port = port.to_be();
         addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
-        if libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) < 0
+        if libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) < 0
             || libc::listen(fd, 512) < 0
         {
             let e = last_err();
@@ -311,19 +321,27 @@ fn open_pty() -> std::io::Result<(RawFd, RawFd)> {
     // SAFETY: opening /dev/ptmx and the slave it names.
     unsafe {
         let ptmx = CString::new("/dev/pts/ptmx").unwrap();
-        let master = libc::open(ptmx.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        let master = libc::open(
+            ptmx.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
         if master < 0 {
             return Err(last_err());
         }
         let unlock: libc::c_int = 0;
         let mut n: libc::c_uint = 0;
-        if libc::ioctl(master, libc::TIOCSPTLCK, &unlock) < 0 || libc::ioctl(master, libc::TIOCGPTN, &mut n) < 0 {
+        if libc::ioctl(master, libc::TIOCSPTLCK, &unlock) < 0
+            || libc::ioctl(master, libc::TIOCGPTN, &mut n) < 0
+        {
             let e = last_err();
             libc::close(master);
             return Err(e);
         }
         let path = CString::new(format!("/dev/pts/{n}")).unwrap();
-        let slave = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        let slave = libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
         if slave < 0 {
             let e = last_err();
             libc::close(master);
@@ -364,7 +382,10 @@ fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>) -> ! {
             fail(ctrl, "enter workspace", &last_err(), exit::SETUP);
         }
         for &(res, value) in &spec.rlimits {
-            let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+            let lim = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
             if libc::setrlimit(res, &lim) < 0 {
                 fail(ctrl, "set rlimit", &last_err(), exit::SETUP);
             }
@@ -376,7 +397,12 @@ fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>) -> ! {
     let status = crate::landlock_layer::restrict(&spec.landlock);
     let status_text = match &status {
         Ok(s) => s.clone(),
-        Err(e) => fail(ctrl, "landlock", &std::io::Error::other(e.clone()), exit::SETUP),
+        Err(e) => fail(
+            ctrl,
+            "landlock",
+            &std::io::Error::other(e.clone()),
+            exit::SETUP,
+        ),
     };
     let _ = ipc::send(ctrl, tag::LANDLOCK, status_text.as_bytes(), &[]);
     if let Err(e) = drop_capabilities() {
@@ -404,7 +430,12 @@ fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>) -> ! {
     // close-on-exec (the control socket included); the arrays are
     // NULL-terminated and point at live C strings.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
         libc::execvpe(argv[0], argv.as_ptr(), envp.as_ptr());
     }
     let err = last_err();
@@ -438,7 +469,13 @@ fn drop_capabilities() -> std::io::Result<()> {
         if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) < 0 {
             return Err(last_err());
         }
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
         let mut cap = 0;
         while libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) >= 0 {
             if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
@@ -458,8 +495,15 @@ fn drop_capabilities() -> std::io::Result<()> {
             permitted: u32,
             inheritable: u32,
         }
-        let hdr = Header { version: 0x2008_0522, pid: 0 };
-        let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+        let hdr = Header {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let data = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
         if libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()) < 0 {
             return Err(last_err());
         }

@@ -12,30 +12,88 @@ use crate::policy::EnvRules;
 /// Variables that pass from the host by default: they configure how programs
 /// behave and carry no secrets.
 pub const DEFAULT_PASS: &[&str] = &[
-    "PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_COLLATE", "LC_NUMERIC",
-    "LC_TIME", "TERM", "COLORTERM", "NO_COLOR", "TZ", "COLUMNS", "LINES", "RUSTUP_HOME",
-    "RUSTUP_TOOLCHAIN", "CARGO_HOME", "PYENV_ROOT", "PYENV_VERSION", "NVM_DIR", "NVM_BIN",
-    "JAVA_HOME", "GOROOT",
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "LC_COLLATE",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    "TZ",
+    "COLUMNS",
+    "LINES",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "CARGO_HOME",
+    "PYENV_ROOT",
+    "PYENV_VERSION",
+    "NVM_DIR",
+    "NVM_BIN",
+    "JAVA_HOME",
+    "GOROOT",
 ];
 
 /// Name fragments that mark a credential.
 const SECRET_NAME_PARTS: &[&str] = &[
-    "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "API_KEY", "APIKEY", "ACCESS_KEY",
-    "PRIVATE_KEY", "CREDENTIAL", "AUTH", "COOKIE", "SESSION", "_PAT", "SSH_AUTH_SOCK",
-    "GPG_AGENT", "KUBECONFIG", "DATABASE_URL", "DSN", "SIGNING_KEY", "_KEY_ID",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "API_KEY",
+    "APIKEY",
+    "ACCESS_KEY",
+    "PRIVATE_KEY",
+    "CREDENTIAL",
+    "AUTH",
+    "COOKIE",
+    "SESSION",
+    "_PAT",
+    "SSH_AUTH_SOCK",
+    "GPG_AGENT",
+    "KUBECONFIG",
+    "DATABASE_URL",
+    "DSN",
+    "SIGNING_KEY",
+    "_KEY_ID",
 ];
 
 /// Value prefixes of well-known token formats.
 const SECRET_VALUE_PREFIXES: &[&str] = &[
-    "sk-", "sk_live_", "rk_live_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",
-    "glpat-", "xoxb-", "xoxp-", "xoxa-", "AKIA", "ASIA", "AIza", "npm_", "pypi-", "hf_",
+    "sk-",
+    "sk_live_",
+    "rk_live_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "npm_",
+    "pypi-",
+    "hf_",
     "-----BEGIN",
 ];
 
 /// Whether a variable looks like it carries a credential.
 pub fn looks_secret(name: &str, value: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    if upper.starts_with("AWS_") || upper.starts_with("AZURE_") || upper.starts_with("GOOGLE_APPLICATION") {
+    if upper.starts_with("AWS_")
+        || upper.starts_with("AZURE_")
+        || upper.starts_with("GOOGLE_APPLICATION")
+    {
         return true;
     }
     if SECRET_NAME_PARTS.iter().any(|p| upper.contains(p)) {
@@ -76,7 +134,10 @@ pub fn build(
             Some((n, v)) => (n, Some(v.to_string())),
             None => (rule.as_str(), None),
         };
-        if name.is_empty() || name.contains('\0') || value.as_deref().is_some_and(|v| v.contains('\0')) {
+        if name.is_empty()
+            || name.contains('\0')
+            || value.as_deref().is_some_and(|v| v.contains('\0'))
+        {
             return Err(PolicyError::Invalid(format!(
                 "environment rule `{rule}` is not NAME or NAME=VALUE"
             )));
@@ -122,7 +183,13 @@ mod tests {
     #[test]
     fn credentials_never_pass_even_when_named() {
         let rules = EnvRules {
-            pass: vec!["GITHUB_TOKEN".into(), "HARMLESS".into(), "DEBUG".into(), "DB".into(), "X=ghp_zzz".into()],
+            pass: vec![
+                "GITHUB_TOKEN".into(),
+                "HARMLESS".into(),
+                "DEBUG".into(),
+                "DB".into(),
+                "X=ghp_zzz".into(),
+            ],
             allow_secrets: vec![],
         };
         let (env, refused) = build(&host(), &rules).unwrap();
@@ -138,7 +205,10 @@ mod tests {
 
     #[test]
     fn malformed_rules_are_errors() {
-        let rules = EnvRules { pass: vec!["=x".into()], allow_secrets: vec![] };
+        let rules = EnvRules {
+            pass: vec!["=x".into()],
+            allow_secrets: vec![],
+        };
         assert!(build(&host(), &rules).is_err());
     }
 }

@@ -37,11 +37,20 @@ pub fn root_paths() -> Vec<PathBuf> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
-    File { mode: u32, data: Vec<u8> },
-    Dir { mode: u32 },
-    Symlink { target: PathBuf },
+    File {
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Dir {
+        mode: u32,
+    },
+    Symlink {
+        target: PathBuf,
+    },
     /// Something we do not restore (device, fifo, socket) or too large.
-    Other { size: u64 },
+    Other {
+        size: u64,
+    },
 }
 
 /// What protected paths held before a run.
@@ -56,24 +65,39 @@ fn read_entry(path: &Path, budget: &mut u64) -> io::Result<Entry> {
     let md = fs::symlink_metadata(path)?;
     let ft = md.file_type();
     Ok(if ft.is_symlink() {
-        Entry::Symlink { target: fs::read_link(path)? }
+        Entry::Symlink {
+            target: fs::read_link(path)?,
+        }
     } else if ft.is_dir() {
-        Entry::Dir { mode: md.mode() & 0o7777 }
+        Entry::Dir {
+            mode: md.mode() & 0o7777,
+        }
     } else if ft.is_file() && md.len() <= *budget {
         *budget -= md.len();
-        Entry::File { mode: md.mode() & 0o7777, data: fs::read(path)? }
+        Entry::File {
+            mode: md.mode() & 0o7777,
+            data: fs::read(path)?,
+        }
     } else {
         Entry::Other { size: md.len() }
     })
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>, budget: &mut u64, truncated: &mut bool) {
+fn walk(
+    root: &Path,
+    rel: &Path,
+    out: &mut BTreeMap<PathBuf, Entry>,
+    budget: &mut u64,
+    truncated: &mut bool,
+) {
     if out.len() >= MAX_ENTRIES {
         *truncated = true;
         return;
     }
     let full = root.join(rel);
-    let Ok(e) = read_entry(&full, budget) else { return };
+    let Ok(e) = read_entry(&full, budget) else {
+        return;
+    };
     let is_dir = matches!(e, Entry::Dir { .. });
     out.insert(rel.to_path_buf(), e);
     // `.git` itself is protected only against becoming a file or symlink;
@@ -92,11 +116,17 @@ fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>, budget: &mu
 impl Snapshot {
     /// Record every protected path below `root` (the host workspace).
     pub fn take(root: &Path, rels: &[PathBuf]) -> Snapshot {
-        let mut s = Snapshot { root: root.to_path_buf(), ..Default::default() };
+        let mut s = Snapshot {
+            root: root.to_path_buf(),
+            ..Default::default()
+        };
         let mut budget = MAX_BYTES;
         for rel in rels {
             // A protected path below a symlinked parent is not ours to follow.
-            if rel.parent().is_some_and(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.file_type().is_symlink())) {
+            if rel.parent().is_some_and(|p| {
+                !p.as_os_str().is_empty()
+                    && fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.file_type().is_symlink())
+            }) {
                 continue;
             }
             walk(root, rel, &mut s.entries, &mut budget, &mut s.truncated);
@@ -108,7 +138,15 @@ impl Snapshot {
     /// read-only (not symlinks: a mount would follow them).
     pub fn existing_mountable(&self, rels: &[PathBuf]) -> Vec<PathBuf> {
         rels.iter()
-            .filter(|r| matches!(self.entries.get(*r), Some(Entry::Dir { .. } | Entry::File { .. } | Entry::Other { .. })))
+            // `.git` is guarded only against turning into a file or link;
+            // git must write inside it.
+            .filter(|r| r.as_path() != Path::new(".git"))
+            .filter(|r| {
+                matches!(
+                    self.entries.get(*r),
+                    Some(Entry::Dir { .. } | Entry::File { .. } | Entry::Other { .. })
+                )
+            })
             .cloned()
             .collect()
     }
@@ -135,7 +173,11 @@ impl Snapshot {
         // and rebuild it from the snapshot.
         let mut roots: Vec<PathBuf> = Vec::new();
         for c in &changed {
-            let top = rels.iter().find(|r| c.starts_with(r)).cloned().unwrap_or_else(|| (*c).clone());
+            let top = rels
+                .iter()
+                .find(|r| c.starts_with(r))
+                .cloned()
+                .unwrap_or_else(|| (*c).clone());
             if !roots.contains(&top) {
                 roots.push(top);
             }

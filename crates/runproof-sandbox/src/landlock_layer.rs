@@ -54,7 +54,9 @@ fn abi_of(v: i32) -> ABI {
 pub fn restrict(rules: &Rules) -> Result<String, String> {
     let v = kernel_abi();
     if v <= 0 {
-        return Ok("unavailable: the kernel has no Landlock (needs Linux 5.13 with lsm=landlock)".into());
+        return Ok(
+            "unavailable: the kernel has no Landlock (needs Linux 5.13 with lsm=landlock)".into(),
+        );
     }
     let abi = abi_of(v);
     let all = AccessFs::from_all(abi);
@@ -71,7 +73,12 @@ pub fn restrict(rules: &Rules) -> Result<String, String> {
     }
     let mut created = ruleset.create().map_err(|e| e.to_string())?;
     let list = AccessFs::ReadDir.into();
-    for (paths, access) in [(&rules.list, list), (&rules.read, read), (&rules.write, all), (&rules.devices, dev)] {
+    for (paths, access) in [
+        (&rules.list, list),
+        (&rules.read, read),
+        (&rules.write, all),
+        (&rules.devices, dev),
+    ] {
         for p in paths {
             // A path the plan made visible but that does not exist here
             // (an optional system dir) simply gets no rule.
@@ -82,10 +89,16 @@ pub fn restrict(rules: &Rules) -> Result<String, String> {
         }
     }
     let status = created.restrict_self().map_err(|e| e.to_string())?;
-    let scopes = if v >= 6 { ", abstract unix sockets and signals scoped" } else { "" };
+    let scopes = if v >= 6 {
+        ", abstract unix sockets and signals scoped"
+    } else {
+        ""
+    };
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => format!("enforced: ABI {v}, file system{scopes}"),
-        RulesetStatus::PartiallyEnforced => format!("partial: ABI {v}, some file-system rights unknown to this kernel{scopes}"),
+        RulesetStatus::PartiallyEnforced => {
+            format!("partial: ABI {v}, some file-system rights unknown to this kernel{scopes}")
+        }
         RulesetStatus::NotEnforced => "unavailable: Landlock is disabled on this kernel".into(),
     })
 }

@@ -28,17 +28,43 @@ pub const NEW: &str = "/newroot";
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Bind `src` (a host path) at `dst`.
-    Bind { src: PathBuf, dst: PathBuf, write: bool, dev: bool },
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        write: bool,
+        dev: bool,
+    },
     /// Re-bind a path already in the new root read-only (for protected
     /// paths inside the workspace).
-    ReadOnlyInPlace { dst: PathBuf },
-    Tmpfs { dst: PathBuf, size: u64, mode: u32, read_only: bool },
-    Proc { dst: PathBuf },
-    Devpts { dst: PathBuf },
-    Symlink { target: PathBuf, dst: PathBuf },
+    ReadOnlyInPlace {
+        dst: PathBuf,
+    },
+    Tmpfs {
+        dst: PathBuf,
+        size: u64,
+        mode: u32,
+        read_only: bool,
+    },
+    Proc {
+        dst: PathBuf,
+    },
+    Devpts {
+        dst: PathBuf,
+    },
+    Symlink {
+        target: PathBuf,
+        dst: PathBuf,
+    },
     /// An empty, read-only file over `dst` (hides a host file).
-    MaskFile { dst: PathBuf },
-    Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf, dst: PathBuf },
+    MaskFile {
+        dst: PathBuf,
+    },
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        dst: PathBuf,
+    },
 }
 
 impl Op {
@@ -58,19 +84,29 @@ impl Op {
     /// What this operation does, for the plan's description.
     pub fn describe(&self) -> String {
         match self {
-            Op::Bind { src, dst, write, .. } => format!(
+            Op::Bind {
+                src, dst, write, ..
+            } => format!(
                 "{} {}{}",
                 if *write { "rw" } else { "ro" },
                 dst.display(),
-                if src != dst { format!(" (from {})", src.display()) } else { String::new() }
+                if src != dst {
+                    format!(" (from {})", src.display())
+                } else {
+                    String::new()
+                }
             ),
             Op::ReadOnlyInPlace { dst } => format!("ro {} (protected)", dst.display()),
             Op::Tmpfs { dst, size, .. } => format!("tmpfs {} ({} bytes)", dst.display(), size),
             Op::Proc { dst } => format!("proc {}", dst.display()),
             Op::Devpts { dst } => format!("devpts {}", dst.display()),
-            Op::Symlink { target, dst } => format!("link {} -> {}", dst.display(), target.display()),
+            Op::Symlink { target, dst } => {
+                format!("link {} -> {}", dst.display(), target.display())
+            }
             Op::MaskFile { dst } => format!("hidden {}", dst.display()),
-            Op::Overlay { dst, upper, .. } => format!("overlay {} (changes to {})", dst.display(), upper.display()),
+            Op::Overlay { dst, upper, .. } => {
+                format!("overlay {} (changes to {})", dst.display(), upper.display())
+            }
         }
     }
 }
@@ -134,8 +170,16 @@ pub(crate) enum Kind {
 fn compile(op: &Op) -> Result<Compiled, SandboxError> {
     let empty = CString::default();
     Ok(match op {
-        Op::Bind { src, dst, write, dev } => Compiled {
-            kind: Kind::Bind { write: *write, dev: *dev },
+        Op::Bind {
+            src,
+            dst,
+            write,
+            dev,
+        } => Compiled {
+            kind: Kind::Bind {
+                write: *write,
+                dev: *dev,
+            },
             src: cpath(OLD, src)?,
             dst: cpath(NEW, dst)?,
             data: empty,
@@ -148,8 +192,15 @@ fn compile(op: &Op) -> Result<Compiled, SandboxError> {
             data: empty,
             dir: true,
         },
-        Op::Tmpfs { dst, size, mode, read_only } => Compiled {
-            kind: Kind::Tmpfs { read_only: *read_only },
+        Op::Tmpfs {
+            dst,
+            size,
+            mode,
+            read_only,
+        } => Compiled {
+            kind: Kind::Tmpfs {
+                read_only: *read_only,
+            },
             src: CString::new("tmpfs").unwrap(),
             dst: cpath(NEW, dst)?,
             data: CString::new(format!("size={size},mode={mode:o}")).unwrap(),
@@ -183,13 +234,21 @@ fn compile(op: &Op) -> Result<Compiled, SandboxError> {
             data: empty,
             dir: false,
         },
-        Op::Overlay { lower, upper, work, dst } => {
+        Op::Overlay {
+            lower,
+            upper,
+            work,
+            dst,
+        } => {
             for p in [lower, upper, work] {
                 let b = p.as_os_str().as_bytes();
                 if b.iter().any(|c| matches!(c, b',' | b':' | b'\\')) {
                     return Err(SandboxError::Setup {
                         step: "overlay".into(),
-                        detail: format!("{} contains `,`, `:` or `\\`, which overlayfs options cannot carry", p.display()),
+                        detail: format!(
+                            "{} contains `,`, `:` or `\\`, which overlayfs options cannot carry",
+                            p.display()
+                        ),
                         hint: Some("use a directory without those characters".into()),
                     });
                 }
@@ -223,7 +282,13 @@ fn check(step: &'static str, r: libc::c_int) -> Result<(), StepError> {
     }
 }
 
-fn mount(src: &CString, dst: &CString, fstype: Option<&str>, flags: libc::c_ulong, data: &CString) -> libc::c_int {
+fn mount(
+    src: &CString,
+    dst: &CString,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: &CString,
+) -> libc::c_int {
     let fstype = fstype.map(|t| CString::new(t).unwrap());
     // SAFETY: all pointers are valid C strings or null.
     unsafe {
@@ -232,7 +297,11 @@ fn mount(src: &CString, dst: &CString, fstype: Option<&str>, flags: libc::c_ulon
             dst.as_ptr(),
             fstype.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
             flags,
-            if data.is_empty() { std::ptr::null() } else { data.as_ptr().cast() },
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                data.as_ptr().cast()
+            },
         )
     }
 }
@@ -253,7 +322,11 @@ fn make_mount_point(path: &CString, dir: bool) -> Result<(), StepError> {
         if dir {
             libc::mkdir(path.as_ptr(), 0o755);
         } else {
-            let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0o644);
+            let fd = libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o644,
+            );
             if fd >= 0 {
                 libc::close(fd);
             }
@@ -277,7 +350,12 @@ const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 /// Set flags on a mount and everything below it. Falls back to a plain
 /// remount of the top mount on kernels without mount_setattr (< 5.12).
 fn set_attrs(dst: &CString, set: u64) -> Result<(), StepError> {
-    let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     // SAFETY: attr is a valid struct mount_attr of the size passed.
     let r = unsafe {
         libc::syscall(
@@ -325,7 +403,10 @@ fn set_attrs(dst: &CString, set: u64) -> Result<(), StepError> {
     if set & MOUNT_ATTR_NOEXEC != 0 {
         flags |= libc::MS_NOEXEC;
     }
-    check("remount", mount(&CString::default(), dst, None, flags, &CString::default()))
+    check(
+        "remount",
+        mount(&CString::default(), dst, None, flags, &CString::default()),
+    )
 }
 
 /// Carry out the plan. Runs in the sandbox's init, in its own mount
@@ -333,14 +414,26 @@ fn set_attrs(dst: &CString, set: u64) -> Result<(), StepError> {
 pub(crate) fn execute(ops: &[Compiled], skeleton_size: u64) -> Result<(), StepError> {
     let none = CString::default();
     let root = CString::new("/").unwrap();
-    check("make mounts private", mount(&none, &root, None, libc::MS_REC | libc::MS_PRIVATE, &none))?;
+    check(
+        "make mounts private",
+        mount(&none, &root, None, libc::MS_REC | libc::MS_PRIVATE, &none),
+    )?;
 
     // A scratch root on /tmp (any directory would do; the host's /tmp stays
     // reachable at /oldroot/tmp after the pivot).
     let base = CString::new("/tmp").unwrap();
     let tmpfs = CString::new("tmpfs").unwrap();
     let opts = CString::new("size=1m,mode=0755").unwrap();
-    check("mount scratch root", mount(&tmpfs, &base, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, &opts))?;
+    check(
+        "mount scratch root",
+        mount(
+            &tmpfs,
+            &base,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            &opts,
+        ),
+    )?;
     // SAFETY: plain path syscalls on valid C strings.
     unsafe {
         check("chdir scratch root", libc::chdir(base.as_ptr()))?;
@@ -349,13 +442,29 @@ pub(crate) fn execute(ops: &[Compiled], skeleton_size: u64) -> Result<(), StepEr
         libc::mkdir(newroot.as_ptr(), 0o755);
         libc::mkdir(oldroot.as_ptr(), 0o755);
         let skel = CString::new(format!("size={skeleton_size},mode=0755")).unwrap();
-        check("mount skeleton", mount(&tmpfs, &newroot, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, &skel))?;
+        check(
+            "mount skeleton",
+            mount(
+                &tmpfs,
+                &newroot,
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                &skel,
+            ),
+        )?;
         let dot = CString::new(".").unwrap();
-        check("pivot to scratch root", libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), oldroot.as_ptr()) as libc::c_int)?;
+        check(
+            "pivot to scratch root",
+            libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), oldroot.as_ptr()) as libc::c_int,
+        )?;
         check("chdir /", libc::chdir(root.as_ptr()))?;
         // The empty file used to hide host files.
         let empty = CString::new("/.runproof-empty").unwrap();
-        let fd = libc::open(empty.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o444);
+        let fd = libc::open(
+            empty.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o444,
+        );
         if fd >= 0 {
             libc::close(fd);
         }
@@ -373,16 +482,31 @@ pub(crate) fn execute(ops: &[Compiled], skeleton_size: u64) -> Result<(), StepEr
     let newroot = CString::new(NEW).unwrap();
     check(
         "make root read-only",
-        mount(&none, &newroot, None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV, &none),
+        mount(
+            &none,
+            &newroot,
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            &none,
+        ),
     )?;
     let oldroot = CString::new(OLD).unwrap();
     // SAFETY: path syscalls on valid C strings.
     unsafe {
-        check("detach host root", libc::umount2(oldroot.as_ptr(), libc::MNT_DETACH))?;
+        check(
+            "detach host root",
+            libc::umount2(oldroot.as_ptr(), libc::MNT_DETACH),
+        )?;
         check("chdir new root", libc::chdir(newroot.as_ptr()))?;
         let dot = CString::new(".").unwrap();
-        check("pivot to new root", libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int)?;
-        check("detach scratch root", libc::umount2(dot.as_ptr(), libc::MNT_DETACH))?;
+        check(
+            "pivot to new root",
+            libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int,
+        )?;
+        check(
+            "detach scratch root",
+            libc::umount2(dot.as_ptr(), libc::MNT_DETACH),
+        )?;
         check("chdir /", libc::chdir(root.as_ptr()))?;
     }
     Ok(())
@@ -393,7 +517,10 @@ fn run_op(op: &Compiled) -> Result<(), StepError> {
     match op.kind {
         Kind::Bind { write, dev } => {
             make_mount_point(&op.dst, op.dir)?;
-            check("bind mount", mount(&op.src, &op.dst, None, libc::MS_BIND | libc::MS_REC, &none))?;
+            check(
+                "bind mount",
+                mount(&op.src, &op.dst, None, libc::MS_BIND | libc::MS_REC, &none),
+            )?;
             let mut set = MOUNT_ATTR_NOSUID;
             if !dev {
                 set |= MOUNT_ATTR_NODEV;
@@ -411,8 +538,14 @@ fn run_op(op: &Compiled) -> Result<(), StepError> {
             if unsafe { libc::access(op.dst.as_ptr(), libc::F_OK) } != 0 {
                 return Ok(());
             }
-            check("protect path", mount(&op.src, &op.dst, None, libc::MS_BIND | libc::MS_REC, &none))?;
-            set_attrs(&op.dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+            check(
+                "protect path",
+                mount(&op.src, &op.dst, None, libc::MS_BIND | libc::MS_REC, &none),
+            )?;
+            set_attrs(
+                &op.dst,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            )
         }
         Kind::Tmpfs { read_only } => {
             make_mount_point(&op.dst, true)?;
@@ -420,18 +553,36 @@ fn run_op(op: &Compiled) -> Result<(), StepError> {
             if read_only {
                 flags |= libc::MS_RDONLY;
             }
-            check("mount tmpfs", mount(&op.src, &op.dst, Some("tmpfs"), flags, &op.data))
+            check(
+                "mount tmpfs",
+                mount(&op.src, &op.dst, Some("tmpfs"), flags, &op.data),
+            )
         }
         Kind::Proc => {
             make_mount_point(&op.dst, true)?;
             check(
                 "mount /proc",
-                mount(&op.src, &op.dst, Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, &none),
+                mount(
+                    &op.src,
+                    &op.dst,
+                    Some("proc"),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    &none,
+                ),
             )
         }
         Kind::Devpts => {
             make_mount_point(&op.dst, true)?;
-            check("mount devpts", mount(&op.src, &op.dst, Some("devpts"), libc::MS_NOSUID | libc::MS_NOEXEC, &op.data))
+            check(
+                "mount devpts",
+                mount(
+                    &op.src,
+                    &op.dst,
+                    Some("devpts"),
+                    libc::MS_NOSUID | libc::MS_NOEXEC,
+                    &op.data,
+                ),
+            )
         }
         Kind::Symlink => {
             make_mount_point(&parent_of(&op.dst), true)?;
@@ -443,12 +594,27 @@ fn run_op(op: &Compiled) -> Result<(), StepError> {
             Ok(())
         }
         Kind::MaskFile => {
-            check("hide file", mount(&op.src, &op.dst, None, libc::MS_BIND, &none))?;
-            set_attrs(&op.dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+            check(
+                "hide file",
+                mount(&op.src, &op.dst, None, libc::MS_BIND, &none),
+            )?;
+            set_attrs(
+                &op.dst,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            )
         }
         Kind::Overlay => {
             make_mount_point(&op.dst, true)?;
-            check("mount overlay", mount(&op.src, &op.dst, Some("overlay"), libc::MS_NOSUID | libc::MS_NODEV, &op.data))
+            check(
+                "mount overlay",
+                mount(
+                    &op.src,
+                    &op.dst,
+                    Some("overlay"),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    &op.data,
+                ),
+            )
         }
     }
 }
@@ -463,14 +629,32 @@ fn parent_of(p: &CString) -> CString {
 /// visible: password hashes, sudo rules, SSH host keys, TLS private keys,
 /// Kerberos keytabs, VPN and Wi-Fi secrets, container engine credentials.
 pub const ETC_SECRETS: &[&str] = &[
-    "shadow", "shadow-", "gshadow", "gshadow-", "sudoers", "sudoers.d", "security/opasswd",
-    "ssl/private", "krb5.keytab", "ipsec.secrets", "ppp/chap-secrets", "ppp/pap-secrets",
-    "NetworkManager/system-connections", "wpa_supplicant", "docker", "containers/auth.json",
-    "credstore", "credstore.encrypted", "libvirt/secrets", "ssh",
+    "shadow",
+    "shadow-",
+    "gshadow",
+    "gshadow-",
+    "sudoers",
+    "sudoers.d",
+    "security/opasswd",
+    "ssl/private",
+    "krb5.keytab",
+    "ipsec.secrets",
+    "ppp/chap-secrets",
+    "ppp/pap-secrets",
+    "NetworkManager/system-connections",
+    "wpa_supplicant",
+    "docker",
+    "containers/auth.json",
+    "credstore",
+    "credstore.encrypted",
+    "libvirt/secrets",
+    "ssh",
 ];
 
 /// Host paths made visible read-only by the default policy.
-pub const SYSTEM_RO: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"];
+pub const SYSTEM_RO: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+];
 
 /// Whether a host path exists (without following a final symlink).
 pub fn exists(p: &Path) -> bool {
@@ -488,19 +672,55 @@ mod tests {
     #[test]
     fn plan_sorts_parents_first_and_keeps_order_among_equals() {
         let mut plan = Plan::default();
-        plan.push(Op::Bind { src: "/w/p".into(), dst: "/w/p".into(), write: true, dev: false });
-        plan.push(Op::Tmpfs { dst: "/tmp".into(), size: 1, mode: 0o1777, read_only: false });
-        plan.push(Op::Tmpfs { dst: "/w".into(), size: 1, mode: 0o700, read_only: false });
-        plan.push(Op::MaskFile { dst: "/etc/shadow".into() });
-        plan.push(Op::Bind { src: "/etc".into(), dst: "/etc".into(), write: false, dev: false });
+        plan.push(Op::Bind {
+            src: "/w/p".into(),
+            dst: "/w/p".into(),
+            write: true,
+            dev: false,
+        });
+        plan.push(Op::Tmpfs {
+            dst: "/tmp".into(),
+            size: 1,
+            mode: 0o1777,
+            read_only: false,
+        });
+        plan.push(Op::Tmpfs {
+            dst: "/w".into(),
+            size: 1,
+            mode: 0o700,
+            read_only: false,
+        });
+        plan.push(Op::MaskFile {
+            dst: "/etc/shadow".into(),
+        });
+        plan.push(Op::Bind {
+            src: "/etc".into(),
+            dst: "/etc".into(),
+            write: false,
+            dev: false,
+        });
         plan.sort();
         let order: Vec<_> = plan.ops.iter().map(|o| o.dst().to_path_buf()).collect();
-        assert_eq!(order, vec![PathBuf::from("/tmp"), "/w".into(), "/etc".into(), "/w/p".into(), "/etc/shadow".into()]);
+        assert_eq!(
+            order,
+            vec![
+                PathBuf::from("/tmp"),
+                "/w".into(),
+                "/etc".into(),
+                "/w/p".into(),
+                "/etc/shadow".into()
+            ]
+        );
     }
 
     #[test]
     fn overlay_refuses_option_separators() {
-        let op = Op::Overlay { lower: "/a,b".into(), upper: "/u".into(), work: "/w".into(), dst: "/a".into() };
+        let op = Op::Overlay {
+            lower: "/a,b".into(),
+            upper: "/u".into(),
+            work: "/w".into(),
+            dst: "/a".into(),
+        };
         assert!(compile(&op).is_err());
     }
 }

@@ -30,14 +30,24 @@ pub fn serve(listener: OwnedFd, stop: OwnedFd, audit: AuditLog, connect: Connect
     let fd = listener.as_raw_fd();
     loop {
         let mut fds = [
-            libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: a valid pollfd array.
         if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
             continue;
         }
-        if fds[1].revents != 0 || fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        if fds[1].revents != 0
+            || fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+        {
             return;
         }
         // SAFETY: seccomp_notif is plain data; zeroed is the required
@@ -257,7 +267,10 @@ mod tests {
         v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
         v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(describe_sockaddr(&v4), ("inet".into(), "127.0.0.1:8080".into(), true));
+        assert_eq!(
+            describe_sockaddr(&v4),
+            ("inet".into(), "127.0.0.1:8080".into(), true)
+        );
         v4[4..8].copy_from_slice(&[93, 184, 216, 34]);
         assert!(!describe_sockaddr(&v4).2);
         let mut un = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();

@@ -328,7 +328,12 @@ mod tests {
         assert_eq!("1GiB".parse::<ByteSize>().unwrap().0, 1 << 30);
         assert_eq!("4096".parse::<ByteSize>().unwrap().0, 4096);
         assert_eq!("1.5k".parse::<ByteSize>().unwrap().0, 1536);
-        assert!("12X".parse::<ByteSize>().unwrap_err().contains("unknown unit"));
+        assert!(
+            "12X"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!("lots".parse::<ByteSize>().is_err());
         assert!("0".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(2 << 30).to_string(), "2G");

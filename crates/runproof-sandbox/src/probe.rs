@@ -62,10 +62,24 @@ fn overlay_in_userns() -> bool {
     // SAFETY: mount calls with valid C strings, in our private namespace.
     unsafe {
         let none = c("");
-        if libc::mount(std::ptr::null(), c("/").as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) < 0 {
+        if libc::mount(
+            std::ptr::null(),
+            c("/").as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) < 0
+        {
             return false;
         }
-        if libc::mount(c("tmpfs").as_ptr(), c("/tmp").as_ptr(), c("tmpfs").as_ptr(), 0, std::ptr::null()) < 0 {
+        if libc::mount(
+            c("tmpfs").as_ptr(),
+            c("/tmp").as_ptr(),
+            c("tmpfs").as_ptr(),
+            0,
+            std::ptr::null(),
+        ) < 0
+        {
             return false;
         }
         for d in ["/tmp/l", "/tmp/u", "/tmp/w", "/tmp/m"] {
@@ -73,7 +87,13 @@ fn overlay_in_userns() -> bool {
         }
         let _ = none;
         let data = c("lowerdir=/tmp/l,upperdir=/tmp/u,workdir=/tmp/w,userxattr");
-        libc::mount(c("overlay").as_ptr(), c("/tmp/m").as_ptr(), c("overlay").as_ptr(), 0, data.as_ptr().cast()) == 0
+        libc::mount(
+            c("overlay").as_ptr(),
+            c("/tmp/m").as_ptr(),
+            c("overlay").as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        ) == 0
     }
 }
 
@@ -82,7 +102,15 @@ fn all_namespaces() -> bool {
         return false;
     }
     // SAFETY: unshare in a single-threaded child.
-    unsafe { libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP) == 0 }
+    unsafe {
+        libc::unshare(
+            libc::CLONE_NEWPID
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWCGROUP,
+        ) == 0
+    }
 }
 
 /// Check every layer. Cheap enough to run before each sandbox, but meant
@@ -91,15 +119,34 @@ pub fn doctor() -> Vec<LayerStatus> {
     let mut out = Vec::new();
     let userns = in_child(userns_and_map);
     out.push(if userns {
-        LayerStatus::new("user namespace", LayerState::Enforced, "unprivileged user namespaces work; the sandbox maps your own uid and gid only")
+        LayerStatus::new(
+            "user namespace",
+            LayerState::Enforced,
+            "unprivileged user namespaces work; the sandbox maps your own uid and gid only",
+        )
     } else {
-        LayerStatus::new("user namespace", LayerState::Unavailable, format!("cannot create a user namespace: {}", crate::run::userns_hint()))
+        LayerStatus::new(
+            "user namespace",
+            LayerState::Unavailable,
+            format!(
+                "cannot create a user namespace: {}",
+                crate::run::userns_hint()
+            ),
+        )
     });
     let ns = userns && in_child(all_namespaces);
     out.push(LayerStatus::new(
         "namespaces",
-        if ns { LayerState::Enforced } else { LayerState::Unavailable },
-        if ns { "mount, pid, network (loopback only), ipc, uts and cgroup namespaces" } else { "cannot create mount/pid/network/ipc/uts/cgroup namespaces" },
+        if ns {
+            LayerState::Enforced
+        } else {
+            LayerState::Unavailable
+        },
+        if ns {
+            "mount, pid, network (loopback only), ipc, uts and cgroup namespaces"
+        } else {
+            "cannot create mount/pid/network/ipc/uts/cgroup namespaces"
+        },
     ));
     let ov = userns && in_child(overlay_in_userns);
     out.push(LayerStatus::new(
@@ -117,11 +164,19 @@ pub fn doctor() -> Vec<LayerStatus> {
     let notif = crate::run::notify_supported();
     out.push(LayerStatus::new(
         "seccomp",
-        if seccomp_ok { LayerState::Enforced } else { LayerState::Unavailable },
+        if seccomp_ok {
+            LayerState::Enforced
+        } else {
+            LayerState::Unavailable
+        },
         format!(
             "{} syscalls refused{}",
             crate::seccomp::DENY.len(),
-            if notif { "; user notification available: --audit logs every exec and connect" } else { "; no user notification: --audit is refused" }
+            if notif {
+                "; user notification available: --audit logs every exec and connect"
+            } else {
+                "; no user notification: --audit is refused"
+            }
         ),
     ));
     let cg = cgroup::detect();

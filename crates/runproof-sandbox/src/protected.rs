@@ -77,11 +77,16 @@ const fn p(path: &'static str, kind: ProtectedKind, why: &'static str) -> Protec
 
 use ProtectedKind::{Dir, File, GitLink};
 
-const SHELL: &str = "shell start-up file: runs in every shell started with this directory as home or ZDOTDIR";
+const SHELL: &str =
+    "shell start-up file: runs in every shell started with this directory as home or ZDOTDIR";
 
 static PROTECTED: &[ProtectedPath] = &[
     // --- git: what runs on commit, checkout, fetch, merge ---
-    p(".git/hooks", Dir, "git hooks run on commit, checkout, merge and push"),
+    p(
+        ".git/hooks",
+        Dir,
+        "git hooks run on commit, checkout, merge and push",
+    ),
     p(
         ".git/config",
         File,
@@ -175,7 +180,11 @@ static PROTECTED: &[ProtectedPath] = &[
     p(".gemini", Dir, "Gemini CLI settings: MCP servers and hooks"),
     p(".cursor", Dir, "Cursor rules and MCP servers"),
     p(".windsurf", Dir, "Windsurf rules and workflows"),
-    p(".continue", Dir, "Continue config: MCP servers and commands"),
+    p(
+        ".continue",
+        Dir,
+        "Continue config: MCP servers and commands",
+    ),
     p(".roo", Dir, "Roo Code rules and MCP servers"),
     p(".kiro", Dir, "Kiro hooks and steering"),
     p(".amazonq", Dir, "Amazon Q rules and MCP servers"),
@@ -257,8 +266,7 @@ fn find(comps: &[String], non_dir: bool) -> Option<&'static ProtectedPath> {
                 // Matches only the entry itself, when it is not a directory.
                 GitLink => non_dir && rest.len() == 1 && comp_matches(pat[0], &rest[0]),
                 Dir | File => {
-                    rest.len() >= pat.len()
-                        && pat.iter().zip(rest).all(|(p, c)| comp_matches(p, c))
+                    rest.len() >= pat.len() && pat.iter().zip(rest).all(|(p, c)| comp_matches(p, c))
                 }
             };
             if hit {
@@ -357,7 +365,13 @@ mod tests {
         ] {
             assert!(prot(p), "{p} should be protected");
         }
-        for p in [".bashrc.bak/x", "bashrc", "my.vscode", ".code-workspace", "README.md"] {
+        for p in [
+            ".bashrc.bak/x",
+            "bashrc",
+            "my.vscode",
+            ".code-workspace",
+            "README.md",
+        ] {
             assert!(!prot(p), "{p} should not be protected");
         }
     }
@@ -372,7 +386,10 @@ mod tests {
         assert!(prot("GIT~1/hooks/x"));
         assert!(prot(".g\u{200c}it/hooks/x"), "HFS+ ignorable code point");
         assert!(prot(".git/hoo\u{212a}s/x"), "Kelvin sign folds to k");
-        assert!(prot(".bash_profile".replace('s', "\u{17f}").as_str()), "long s");
+        assert!(
+            prot(".bash_profile".replace('s', "\u{17f}").as_str()),
+            "long s"
+        );
         assert!(prot("\u{feff}.bashrc"));
     }
 
@@ -406,7 +423,12 @@ mod tests {
     #[test]
     fn list_is_well_formed() {
         for e in protected_paths() {
-            assert_eq!(e.path, e.path.to_lowercase(), "{} must be lower case", e.path);
+            assert_eq!(
+                e.path,
+                e.path.to_lowercase(),
+                "{} must be lower case",
+                e.path
+            );
             assert!(!e.path.ends_with('/') && !e.path.starts_with('/'));
             assert!(!e.why.is_empty());
         }

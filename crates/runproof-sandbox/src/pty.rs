@@ -36,7 +36,10 @@ impl SignalWatch {
             }
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-            SignalWatch { fd: (fd >= 0).then(|| OwnedFd::from_raw_fd(fd)), set }
+            SignalWatch {
+                fd: (fd >= 0).then(|| OwnedFd::from_raw_fd(fd)),
+                set,
+            }
         }
     }
 
@@ -51,7 +54,13 @@ impl SignalWatch {
         loop {
             // SAFETY: reading whole signalfd_siginfo records into a local.
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let n = unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), std::mem::size_of::<libc::signalfd_siginfo>()) };
+            let n = unsafe {
+                libc::read(
+                    fd.as_raw_fd(),
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    std::mem::size_of::<libc::signalfd_siginfo>(),
+                )
+            };
             if n <= 0 {
                 break;
             }
@@ -91,8 +100,16 @@ fn copy_loop(from: RawFd, to: RawFd, stop: Option<RawFd>) {
     let mut buf = [0u8; 8192];
     loop {
         let mut fds = [
-            libc::pollfd { fd: from, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stop.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: from,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: valid pollfd array.
         if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
@@ -109,7 +126,8 @@ fn copy_loop(from: RawFd, to: RawFd, stop: Option<RawFd>) {
         let mut off = 0;
         while off < n as usize {
             // SAFETY: writing from the local buffer.
-            let w = unsafe { libc::write(to, buf[off..n as usize].as_ptr().cast(), n as usize - off) };
+            let w =
+                unsafe { libc::write(to, buf[off..n as usize].as_ptr().cast(), n as usize - off) };
             if w <= 0 {
                 return;
             }
@@ -144,7 +162,13 @@ impl Relay {
         });
         let out_master = master.clone();
         let output = std::thread::spawn(move || copy_loop(out_master.as_raw_fd(), 1, None));
-        let r = Relay { master, saved, stop: stop_w, input: Some(input), output: Some(output) };
+        let r = Relay {
+            master,
+            saved,
+            stop: stop_w,
+            input: Some(input),
+            output: Some(output),
+        };
         r.resize();
         Ok(r)
     }

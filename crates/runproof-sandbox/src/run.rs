@@ -91,8 +91,12 @@ pub struct RunOutcome {
 /// Paths that may never be the workspace: they would expose the system or
 /// the user's secrets read-write.
 fn check_workspace(ws: &Path, home: Option<&Path>) -> Result<(), SandboxError> {
-    let forbidden = ["/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/opt", "/var", "/tmp", "/home", "/root", "/proc", "/sys", "/dev", "/run", "/boot"];
-    let bad = forbidden.iter().any(|f| ws == Path::new(f)) || home.is_some_and(|h| h.starts_with(ws));
+    let forbidden = [
+        "/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/opt", "/var", "/tmp", "/home",
+        "/root", "/proc", "/sys", "/dev", "/run", "/boot",
+    ];
+    let bad =
+        forbidden.iter().any(|f| ws == Path::new(f)) || home.is_some_and(|h| h.starts_with(ws));
     if bad {
         return Err(SandboxError::Unsupported {
             what: format!("workspace {}", ws.display()),
@@ -104,7 +108,10 @@ fn check_workspace(ws: &Path, home: Option<&Path>) -> Result<(), SandboxError> {
 }
 
 fn host_home() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).filter(|h| h.is_absolute() && h != Path::new("/"))
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute() && h != Path::new("/"))
 }
 
 fn cstring(s: impl AsRef<[u8]>, what: &str) -> Result<CString, SandboxError> {
@@ -122,7 +129,13 @@ struct Prepared {
     protected_ro: usize,
 }
 
-fn build_plan(policy: &Policy, ws: &Path, overlay: Option<(&Path, &Path)>, snapshot: Option<&Snapshot>, protected: &[PathBuf]) -> Result<Prepared, SandboxError> {
+fn build_plan(
+    policy: &Policy,
+    ws: &Path,
+    overlay: Option<(&Path, &Path)>,
+    snapshot: Option<&Snapshot>,
+    protected: &[PathBuf],
+) -> Result<Prepared, SandboxError> {
     let host_home = host_home();
     let mut plan = Plan::default();
     let mut ll = landlock_layer::Rules::default();
@@ -134,11 +147,20 @@ fn build_plan(policy: &Policy, ws: &Path, overlay: Option<(&Path, &Path)>, snaps
         let p = Path::new(p);
         match std::fs::symlink_metadata(p) {
             Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(p).map_err(|e| SandboxError::io(format!("read link {}", p.display()), e))?;
-                plan.push(Op::Symlink { target, dst: p.to_path_buf() });
+                let target = std::fs::read_link(p)
+                    .map_err(|e| SandboxError::io(format!("read link {}", p.display()), e))?;
+                plan.push(Op::Symlink {
+                    target,
+                    dst: p.to_path_buf(),
+                });
             }
             Ok(_) => {
-                plan.push(Op::Bind { src: p.to_path_buf(), dst: p.to_path_buf(), write: false, dev: false });
+                plan.push(Op::Bind {
+                    src: p.to_path_buf(),
+                    dst: p.to_path_buf(),
+                    write: false,
+                    dev: false,
+                });
                 ll.read.push(p.to_path_buf());
             }
             Err(_) => {}
@@ -148,31 +170,81 @@ fn build_plan(policy: &Policy, ws: &Path, overlay: Option<(&Path, &Path)>, snaps
         mask(&mut plan, &Path::new("/etc").join(s));
     }
     // Private /tmp, /run, /dev/shm and home.
-    plan.push(Op::Tmpfs { dst: "/tmp".into(), size: tmp, mode: 0o1777, read_only: false });
-    plan.push(Op::Tmpfs { dst: "/run".into(), size: 1 << 20, mode: 0o755, read_only: false });
-    plan.push(Op::Symlink { target: "../tmp".into(), dst: "/var/tmp".into() });
+    plan.push(Op::Tmpfs {
+        dst: "/tmp".into(),
+        size: tmp,
+        mode: 0o1777,
+        read_only: false,
+    });
+    plan.push(Op::Tmpfs {
+        dst: "/run".into(),
+        size: 1 << 20,
+        mode: 0o755,
+        read_only: false,
+    });
+    plan.push(Op::Symlink {
+        target: "../tmp".into(),
+        dst: "/var/tmp".into(),
+    });
     ll.write.extend(["/tmp".into(), "/run".into()]);
-    let home = host_home.clone().unwrap_or_else(|| PathBuf::from("/home/sandbox"));
-    plan.push(Op::Tmpfs { dst: home.clone(), size: tmp, mode: 0o700, read_only: false });
+    let home = host_home
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/home/sandbox"));
+    plan.push(Op::Tmpfs {
+        dst: home.clone(),
+        size: tmp,
+        mode: 0o700,
+        read_only: false,
+    });
     ll.write.push(home.clone());
 
     // /dev and /proc.
-    plan.push(Op::Tmpfs { dst: "/dev".into(), size: 64 << 10, mode: 0o755, read_only: false });
+    plan.push(Op::Tmpfs {
+        dst: "/dev".into(),
+        size: 64 << 10,
+        mode: 0o755,
+        read_only: false,
+    });
     for d in ["null", "zero", "full", "random", "urandom", "tty"] {
         let p = Path::new("/dev").join(d);
         if p.exists() {
-            plan.push(Op::Bind { src: p.clone(), dst: p.clone(), write: true, dev: true });
+            plan.push(Op::Bind {
+                src: p.clone(),
+                dst: p.clone(),
+                write: true,
+                dev: true,
+            });
         }
     }
-    plan.push(Op::Devpts { dst: "/dev/pts".into() });
-    plan.push(Op::Symlink { target: "pts/ptmx".into(), dst: "/dev/ptmx".into() });
-    plan.push(Op::Tmpfs { dst: "/dev/shm".into(), size: tmp, mode: 0o1777, read_only: false });
-    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-        plan.push(Op::Symlink { target: target.into(), dst: Path::new("/dev").join(name) });
+    plan.push(Op::Devpts {
+        dst: "/dev/pts".into(),
+    });
+    plan.push(Op::Symlink {
+        target: "pts/ptmx".into(),
+        dst: "/dev/ptmx".into(),
+    });
+    plan.push(Op::Tmpfs {
+        dst: "/dev/shm".into(),
+        size: tmp,
+        mode: 0o1777,
+        read_only: false,
+    });
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        plan.push(Op::Symlink {
+            target: target.into(),
+            dst: Path::new("/dev").join(name),
+        });
     }
     ll.devices.push("/dev".into());
     ll.write.push("/dev/shm".into());
-    plan.push(Op::Proc { dst: "/proc".into() });
+    plan.push(Op::Proc {
+        dst: "/proc".into(),
+    });
     for p in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"] {
         plan.push(Op::ReadOnlyInPlace { dst: p.into() });
     }
@@ -182,7 +254,12 @@ fn build_plan(policy: &Policy, ws: &Path, overlay: Option<(&Path, &Path)>, snaps
     for tc in &policy.toolchains {
         if let Some(dir) = tc.locate(host_home.as_deref()) {
             let dir = dir.canonicalize().unwrap_or(dir);
-            plan.push(Op::Bind { src: dir.clone(), dst: dir.clone(), write: false, dev: false });
+            plan.push(Op::Bind {
+                src: dir.clone(),
+                dst: dir.clone(),
+                write: false,
+                dev: false,
+            });
             ll.read.push(dir.clone());
             for s in tc.secrets() {
                 mask(&mut plan, &dir.join(s));
@@ -192,8 +269,18 @@ fn build_plan(policy: &Policy, ws: &Path, overlay: Option<(&Path, &Path)>, snaps
 
     // The workspace.
     match overlay {
-        Some((upper, work)) => plan.push(Op::Overlay { lower: ws.to_path_buf(), upper: upper.to_path_buf(), work: work.to_path_buf(), dst: ws.to_path_buf() }),
-        None => plan.push(Op::Bind { src: ws.to_path_buf(), dst: ws.to_path_buf(), write: true, dev: false }),
+        Some((upper, work)) => plan.push(Op::Overlay {
+            lower: ws.to_path_buf(),
+            upper: upper.to_path_buf(),
+            work: work.to_path_buf(),
+            dst: ws.to_path_buf(),
+        }),
+        None => plan.push(Op::Bind {
+            src: ws.to_path_buf(),
+            dst: ws.to_path_buf(),
+            write: true,
+            dev: false,
+        }),
     }
     ll.write.push(ws.to_path_buf());
     let mut protected_ro = 0;
@@ -207,19 +294,34 @@ fn build_plan(policy: &Policy, ws: &Path, overlay: Option<(&Path, &Path)>, snaps
     // Extra rules.
     for p in &policy.paths.read {
         let p = absolute(p)?;
-        plan.push(Op::Bind { src: p.clone(), dst: p.clone(), write: false, dev: false });
+        plan.push(Op::Bind {
+            src: p.clone(),
+            dst: p.clone(),
+            write: false,
+            dev: false,
+        });
         ll.read.push(p);
     }
     for p in &policy.paths.write {
         let p = absolute(p)?;
-        plan.push(Op::Bind { src: p.clone(), dst: p.clone(), write: true, dev: false });
+        plan.push(Op::Bind {
+            src: p.clone(),
+            dst: p.clone(),
+            write: true,
+            dev: false,
+        });
         ll.write.push(p);
     }
     for p in &policy.paths.deny {
         mask(&mut plan, &absolute(p)?);
     }
     plan.sort();
-    Ok(Prepared { plan, landlock: ll, home, protected_ro })
+    Ok(Prepared {
+        plan,
+        landlock: ll,
+        home,
+        protected_ro,
+    })
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, SandboxError> {
@@ -235,14 +337,23 @@ fn absolute(p: &Path) -> Result<PathBuf, SandboxError> {
 /// read-only tmpfs over a directory.
 fn mask(plan: &mut Plan, p: &Path) {
     match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => plan.push(Op::Tmpfs { dst: p.to_path_buf(), size: 4096, mode: 0o755, read_only: true }),
-        Ok(_) => plan.push(Op::MaskFile { dst: p.to_path_buf() }),
+        Ok(m) if m.is_dir() => plan.push(Op::Tmpfs {
+            dst: p.to_path_buf(),
+            size: 4096,
+            mode: 0o755,
+            read_only: true,
+        }),
+        Ok(_) => plan.push(Op::MaskFile {
+            dst: p.to_path_buf(),
+        }),
         Err(_) => {}
     }
 }
 
 fn env_map() -> BTreeMap<String, String> {
-    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }
 
 /// Run a command in a sandbox. Returns when the command and everything it
@@ -250,20 +361,28 @@ fn env_map() -> BTreeMap<String, String> {
 pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let start = Instant::now();
     if spec.command.is_empty() {
-        return Err(SandboxError::Policy(crate::error::PolicyError::Invalid("no command given: put it after `--`".into())));
+        return Err(SandboxError::Policy(crate::error::PolicyError::Invalid(
+            "no command given: put it after `--`".into(),
+        )));
     }
     let policy = spec.policy.clone();
     let ws_raw = match &policy.workspace {
         Some(w) => w.clone(),
         None => std::env::current_dir().map_err(|e| SandboxError::io("current directory", e))?,
     };
-    let ws = ws_raw.canonicalize().map_err(|e| SandboxError::Unsupported {
-        what: format!("workspace {}", ws_raw.display()),
-        detail: e.to_string(),
-        hint: "pass an existing directory with --workspace".into(),
-    })?;
+    let ws = ws_raw
+        .canonicalize()
+        .map_err(|e| SandboxError::Unsupported {
+            what: format!("workspace {}", ws_raw.display()),
+            detail: e.to_string(),
+            hint: "pass an existing directory with --workspace".into(),
+        })?;
     if !ws.is_dir() {
-        return Err(SandboxError::Unsupported { what: format!("workspace {}", ws.display()), detail: "is not a directory".into(), hint: "pass a directory with --workspace".into() });
+        return Err(SandboxError::Unsupported {
+            what: format!("workspace {}", ws.display()),
+            detail: "is not a directory".into(),
+            hint: "pass a directory with --workspace".into(),
+        });
     }
     check_workspace(&ws, host_home().as_deref())?;
 
@@ -271,15 +390,28 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     // Overlay directories.
     let overlay_dirs = match &spec.overlay {
         Some(upper) => {
-            std::fs::create_dir_all(upper).map_err(|e| SandboxError::io(format!("create overlay dir {}", upper.display()), e))?;
-            let upper = upper.canonicalize().map_err(|e| SandboxError::io("overlay dir", e))?;
+            std::fs::create_dir_all(upper).map_err(|e| {
+                SandboxError::io(format!("create overlay dir {}", upper.display()), e)
+            })?;
+            let upper = upper
+                .canonicalize()
+                .map_err(|e| SandboxError::io("overlay dir", e))?;
             if upper.starts_with(&ws) {
-                return Err(SandboxError::Unsupported { what: format!("overlay dir {}", upper.display()), detail: "is inside the workspace".into(), hint: "put the overlay directory outside the workspace".into() });
+                return Err(SandboxError::Unsupported {
+                    what: format!("overlay dir {}", upper.display()),
+                    detail: "is inside the workspace".into(),
+                    hint: "put the overlay directory outside the workspace".into(),
+                });
             }
-            let name = upper.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = upper
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let work = upper.with_file_name(format!(".{name}.runproof-work"));
             let _ = std::fs::remove_dir_all(&work);
-            std::fs::create_dir_all(&work).map_err(|e| SandboxError::io(format!("create overlay work dir {}", work.display()), e))?;
+            std::fs::create_dir_all(&work).map_err(|e| {
+                SandboxError::io(format!("create overlay work dir {}", work.display()), e)
+            })?;
             Some((upper, work))
         }
         None => None,
@@ -287,18 +419,36 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
 
     // Protected paths (direct mode only: an overlay keeps the host copy untouched).
     let protected = guard::root_paths();
-    let snapshot = overlay_dirs.is_none().then(|| Snapshot::take(&ws, &protected));
+    let snapshot = overlay_dirs
+        .is_none()
+        .then(|| Snapshot::take(&ws, &protected));
 
-    let prepared = build_plan(&policy, &ws, overlay_dirs.as_ref().map(|(u, w)| (u.as_path(), w.as_path())), snapshot.as_ref(), &protected)?;
+    let prepared = build_plan(
+        &policy,
+        &ws,
+        overlay_dirs
+            .as_ref()
+            .map(|(u, w)| (u.as_path(), w.as_path())),
+        snapshot.as_ref(),
+        &protected,
+    )?;
     let compiled = prepared.plan.compile()?;
-    layers.push(LayerStatus::new("namespaces", LayerState::Enforced, "user, mount, pid, network, ipc, uts, cgroup"));
+    layers.push(LayerStatus::new(
+        "namespaces",
+        LayerState::Enforced,
+        "user, mount, pid, network, ipc, uts, cgroup",
+    ));
     layers.push(LayerStatus::new(
         "file system",
         LayerState::Enforced,
         format!(
             "private root ({} mounts): system read-only, home and /tmp private, workspace {} at {}",
             prepared.plan.ops.len(),
-            if overlay_dirs.is_some() { "copy-on-write" } else { "read-write" },
+            if overlay_dirs.is_some() {
+                "copy-on-write"
+            } else {
+                "read-write"
+            },
             ws.display()
         ),
     ));
@@ -306,8 +456,20 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         "protected paths",
         LayerState::Enforced,
         match &snapshot {
-            Some(s) => format!("{} read-only; all {} checked and restored after the run{}", prepared.protected_ro, protected.len(), if s.truncated { " (snapshot truncated)" } else { "" }),
-            None => "overlay: changes stay in the upper layer; `runproof apply` refuses protected paths".into(),
+            Some(s) => format!(
+                "{} read-only; all {} checked and restored after the run{}",
+                prepared.protected_ro,
+                protected.len(),
+                if s.truncated {
+                    " (snapshot truncated)"
+                } else {
+                    ""
+                }
+            ),
+            None => {
+                "overlay: changes stay in the upper layer; `runproof apply` refuses protected paths"
+                    .into()
+            }
         },
     ));
     layers.push(LayerStatus::new(
@@ -315,7 +477,10 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         LayerState::Enforced,
         match policy.network.mode {
             NetworkMode::None => "own namespace, loopback only".to_string(),
-            NetworkMode::Proxy => format!("own namespace, loopback only; egress through the proxy on 127.0.0.1:{:?}", spec.listen_ports),
+            NetworkMode::Proxy => format!(
+                "own namespace, loopback only; egress through the proxy on 127.0.0.1:{:?}",
+                spec.listen_ports
+            ),
         },
     ));
 
@@ -324,7 +489,13 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let want_cg = policy.limits.memory.is_some() || policy.limits.pids.is_some();
     let require_cg = policy.limits.require_cgroup.unwrap_or(false);
     let cg = if want_cg {
-        match Cgroup::create(&support, CgroupLimits { memory: policy.limits.memory.map(|m| m.0), pids: policy.limits.pids }) {
+        match Cgroup::create(
+            &support,
+            CgroupLimits {
+                memory: policy.limits.memory.map(|m| m.0),
+                pids: policy.limits.pids,
+            },
+        ) {
             Ok(cg) => {
                 layers.push(LayerStatus::new(
                     "cgroup",
@@ -332,8 +503,14 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
                     format!(
                         "{}: memory {}, pids {}",
                         cg.version,
-                        policy.limits.memory.map_or("unlimited".into(), |m| m.to_string()),
-                        policy.limits.pids.map_or("unlimited".into(), |p| p.to_string())
+                        policy
+                            .limits
+                            .memory
+                            .map_or("unlimited".into(), |m| m.to_string()),
+                        policy
+                            .limits
+                            .pids
+                            .map_or("unlimited".into(), |p| p.to_string())
                     ),
                 ));
                 Some(cg)
@@ -346,12 +523,23 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
                 });
             }
             Err(e) => {
-                layers.push(LayerStatus::new("cgroup", LayerState::Unavailable, format!("{e}; falling back to per-process rlimits ({})", support.describe())));
+                layers.push(LayerStatus::new(
+                    "cgroup",
+                    LayerState::Unavailable,
+                    format!(
+                        "{e}; falling back to per-process rlimits ({})",
+                        support.describe()
+                    ),
+                ));
                 None
             }
         }
     } else {
-        layers.push(LayerStatus::new("cgroup", LayerState::Off, "no memory or process limit requested"));
+        layers.push(LayerStatus::new(
+            "cgroup",
+            LayerState::Off,
+            "no memory or process limit requested",
+        ));
         None
     };
     let mut rlimits: Vec<(libc::__rlimit_resource_t, u64)> = vec![(libc::RLIMIT_CORE, 0)];
@@ -372,10 +560,16 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         }
         if let Some(p) = policy.limits.pids {
             rlimits.push((libc::RLIMIT_NPROC, p));
-            rl_desc.push(format!("processes {p} for this user (not enforced for root)"));
+            rl_desc.push(format!(
+                "processes {p} for this user (not enforced for root)"
+            ));
         }
     }
-    layers.push(LayerStatus::new("rlimits", LayerState::Enforced, rl_desc.join(", ")));
+    layers.push(LayerStatus::new(
+        "rlimits",
+        LayerState::Enforced,
+        rl_desc.join(", "),
+    ));
 
     // Environment.
     let (mut env, refused_env) = crate::env::build(&env_map(), &policy.env)?;
@@ -383,17 +577,26 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     env.insert("TMPDIR".into(), "/tmp".into());
     env.insert("PWD".into(), ws.display().to_string());
     env.insert("RUNPROOF_SANDBOX".into(), "1".into());
-    env.entry("PATH".into()).or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
     env.entry("TERM".into()).or_insert_with(|| "dumb".into());
     for (k, v) in &spec.extra_env {
         env.insert(k.clone(), v.clone());
     }
-    let envp = env.iter().map(|(k, v)| cstring(format!("{k}={v}"), "environment")).collect::<Result<Vec<_>, _>>()?;
-    let argv = spec.command.iter().map(|a| cstring(a.as_bytes(), "command")).collect::<Result<Vec<_>, _>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}"), "environment"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let argv = spec
+        .command
+        .iter()
+        .map(|a| cstring(a.as_bytes(), "command"))
+        .collect::<Result<Vec<_>, _>>()?;
 
     // Audit and seccomp.
     let audit = match &spec.audit {
-        Some(p) => AuditLog::to_file(p, start).map_err(|e| SandboxError::io(format!("create audit log {}", p.display()), e))?,
+        Some(p) => AuditLog::to_file(p, start)
+            .map_err(|e| SandboxError::io(format!("create audit log {}", p.display()), e))?,
         None => AuditLog::disabled(start),
     };
     let notify_on = audit.is_enabled();
@@ -414,12 +617,20 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
             if notify_on { "; execve and connect audited by user notification" } else { "" }
         ),
     ));
-    layers.push(LayerStatus::new("privileges", LayerState::Enforced, "no_new_privs, every capability dropped, securebits locked, new session"));
+    layers.push(LayerStatus::new(
+        "privileges",
+        LayerState::Enforced,
+        "no_new_privs, every capability dropped, securebits locked, new session",
+    ));
 
     let use_pty = matches!(spec.stdio, Stdio::Inherit) && pty::stdin_is_tty();
     let interactive = !matches!(spec.stdio, Stdio::Fds { .. });
     let stdio_fds: [Option<OwnedFd>; 3] = match std::mem::take(&mut spec.stdio) {
-        Stdio::Fds { stdin, stdout, stderr } => [stdin, stdout, stderr],
+        Stdio::Fds {
+            stdin,
+            stdout,
+            stderr,
+        } => [stdin, stdout, stderr],
         _ => [None, None, None],
     };
 
@@ -435,7 +646,11 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         hostname,
         listen_ports: spec.listen_ports.clone(),
         pty: use_pty,
-        stdio: [stdio_fds[0].as_ref().map(|f| f.as_raw_fd()), stdio_fds[1].as_ref().map(|f| f.as_raw_fd()), stdio_fds[2].as_ref().map(|f| f.as_raw_fd())],
+        stdio: [
+            stdio_fds[0].as_ref().map(|f| f.as_raw_fd()),
+            stdio_fds[1].as_ref().map(|f| f.as_raw_fd()),
+            stdio_fds[2].as_ref().map(|f| f.as_raw_fd()),
+        ],
         cwd: cstring(ws.as_os_str().as_bytes(), "workspace")?,
         argv,
         envp,
@@ -459,7 +674,10 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     // SAFETY: pidfd_open on our own child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid_a, 0) } as RawFd;
     if pidfd < 0 {
-        return Err(SandboxError::io("pidfd_open (needs Linux 5.3)", std::io::Error::last_os_error()));
+        return Err(SandboxError::io(
+            "pidfd_open (needs Linux 5.3)",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: a fresh descriptor we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -469,14 +687,17 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
             return Err(SandboxError::io("join cgroup", e));
         }
     }
-    ipc::send(sup_sock.as_raw_fd(), tag::GO, &[], &[]).map_err(|e| SandboxError::io("start sandbox", e))?;
+    ipc::send(sup_sock.as_raw_fd(), tag::GO, &[], &[])
+        .map_err(|e| SandboxError::io("start sandbox", e))?;
 
     let mut sup = Supervisor {
         sock: sup_sock,
         pidfd,
         init_pid: None,
         audit: audit.clone(),
-        connect: ConnectPolicy { loopback_only: true },
+        connect: ConnectPolicy {
+            loopback_only: true,
+        },
         layers,
         landlock_status: None,
         started: false,
@@ -498,7 +719,11 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
 
     // Announce the start once the command is about to exec.
     let start_event = |sup: &Supervisor| Event::Start {
-        command: spec.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        command: spec
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         workspace: ws.display().to_string(),
         policy: serde_json::to_value(&policy).unwrap_or_default(),
         layers: sup.layers.clone(),
@@ -516,9 +741,21 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
             wait_ms = wait_ms.min(d.saturating_duration_since(now).as_millis().max(1) as i32);
         }
         let mut fds = [
-            libc::pollfd { fd: sup.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sup.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sig_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: sup.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sup.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sig_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: fds is a valid array of pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, wait_ms) };
@@ -589,17 +826,30 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         }
     }
     if !sup.started && sup.setup_error.is_none() {
-        return Err(SandboxError::Setup { step: "start".into(), detail: "the sandbox ended before the command started".into(), hint: None });
+        return Err(SandboxError::Setup {
+            step: "start".into(),
+            detail: "the sandbox ended before the command started".into(),
+            hint: None,
+        });
     }
 
     let stats = cg.as_ref().map(|c| c.stats()).unwrap_or_default();
     let (code, signal) = match sup.exit_msg {
-        Some((c, s)) => (if s == 0 { Some(c) } else { None }, if s != 0 { Some(s) } else { None }),
+        Some((c, s)) => (
+            if s == 0 { Some(c) } else { None },
+            if s != 0 { Some(s) } else { None },
+        ),
         None if libc::WIFEXITED(status) => (Some(libc::WEXITSTATUS(status)), None),
         None => (None, Some(libc::SIGKILL)),
     };
-    let (code, signal) = if timed_out || cpu_exceeded { (None, Some(libc::SIGKILL)) } else { (code, signal) };
-    let oom_killed = stats.oom_kills > 0 && signal == Some(libc::SIGKILL);
+    let (code, signal) = if timed_out || cpu_exceeded {
+        (None, Some(libc::SIGKILL))
+    } else {
+        (code, signal)
+    };
+    // Any OOM kill in the sandbox counts, even when a shell reaped the
+    // victim and exited on its own; a run that still succeeded keeps its 0.
+    let oom_killed = stats.oom_kills > 0 && code != Some(0);
     let exit_status = if timed_out {
         exit::TIMEOUT
     } else if cpu_exceeded || signal == Some(libc::SIGXCPU) {
@@ -613,7 +863,10 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     };
     let (peak, peak_src) = match (stats.peak_memory, &cg) {
         (Some(p), Some(cg)) => (Some(p), cg.version.to_string()),
-        _ => (Some(ru.ru_maxrss as u64 * 1024), "rusage (largest single process)".to_string()),
+        _ => (
+            Some(ru.ru_maxrss as u64 * 1024),
+            "rusage (largest single process)".to_string(),
+        ),
     };
 
     // Protected paths: restore what the run changed.
@@ -624,14 +877,24 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         match snap.restore(&protected, &q) {
             Ok(r) if !r.is_empty() => {
                 for p in &r {
-                    audit.record(&Event::Denied { pid: None, operation: "write protected path".into(), detail: format!("{p}: changed by the run; restored, the run's version moved to {}", q.display()) });
+                    audit.record(&Event::Denied {
+                        pid: None,
+                        operation: "write protected path".into(),
+                        detail: format!(
+                            "{p}: changed by the run; restored, the run's version moved to {}",
+                            q.display()
+                        ),
+                    });
                 }
                 restored = r;
                 quarantine = Some(q);
             }
             Ok(_) => {}
             Err(e) => {
-                return Err(SandboxError::io(format!("restore protected paths in {}", ws.display()), e));
+                return Err(SandboxError::io(
+                    format!("restore protected paths in {}", ws.display()),
+                    e,
+                ));
             }
         }
     }
@@ -655,19 +918,36 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     };
     audit.record(&Event::Exit(report.clone()));
     if let Some(e) = audit.write_error() {
-        return Err(SandboxError::io("write audit log", std::io::Error::other(e)));
+        return Err(SandboxError::io(
+            "write audit log",
+            std::io::Error::other(e),
+        ));
     }
     let mut layers = sup.layers;
     if let Some((step, detail)) = sup.setup_error {
         if step == "exec" {
-            eprintln!("runproof: cannot execute {}: {detail}", spec.command[0].to_string_lossy());
+            eprintln!(
+                "runproof: cannot execute {}: {detail}",
+                spec.command[0].to_string_lossy()
+            );
         }
     }
     if let Some(l) = sup.landlock_status {
-        let state = if l.starts_with("enforced") { LayerState::Enforced } else if l.starts_with("partial") { LayerState::Partial } else { LayerState::Unavailable };
+        let state = if l.starts_with("enforced") {
+            LayerState::Enforced
+        } else if l.starts_with("partial") {
+            LayerState::Partial
+        } else {
+            LayerState::Unavailable
+        };
         layers.push(LayerStatus::new("landlock", state, l));
     }
-    Ok(RunOutcome { exit: report, layers, refused_env, quarantine })
+    Ok(RunOutcome {
+        exit: report,
+        layers,
+        refused_env,
+        quarantine,
+    })
 }
 
 fn tv(t: libc::timeval) -> f64 {
@@ -679,12 +959,17 @@ fn quarantine_dir() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| host_home().map(|h| h.join(".local/state")))
         .unwrap_or_else(std::env::temp_dir);
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    base.join("runproof/quarantine").join(format!("{stamp}-{}", std::process::id()))
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    base.join("runproof/quarantine")
+        .join(format!("{stamp}-{}", std::process::id()))
 }
 
 pub fn notify_supported() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").is_ok_and(|s| s.split_whitespace().any(|a| a == "user_notif"))
+    std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
+        .is_ok_and(|s| s.split_whitespace().any(|a| a == "user_notif"))
 }
 
 fn setup_error(step: &str, detail: &str) -> SandboxError {
@@ -697,12 +982,20 @@ fn setup_error(step: &str, detail: &str) -> SandboxError {
     } else {
         None
     };
-    SandboxError::Setup { step: step.to_string(), detail: detail.to_string(), hint }
+    SandboxError::Setup {
+        step: step.to_string(),
+        detail: detail.to_string(),
+        hint,
+    }
 }
 
 /// Why user namespaces might be refused, read from this kernel's settings.
 pub fn userns_hint() -> String {
-    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
     if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
         return "AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+): `sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0`, or install an AppArmor profile for runproof with `userns,`".into();
     }
@@ -746,10 +1039,13 @@ struct Supervisor {
     notify_stop: Option<OwnedFd>,
 }
 
-
 impl Supervisor {
     fn poll_message(&mut self, timeout_ms: i32) -> bool {
-        let mut fd = libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut fd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut fd, 1, timeout_ms) };
         if n <= 0 || fd.revents & libc::POLLIN == 0 {
@@ -777,7 +1073,9 @@ impl Supervisor {
                 let detail = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                 self.setup_error.get_or_insert((step, detail));
             }
-            tag::LANDLOCK => self.landlock_status = Some(String::from_utf8_lossy(&msg.payload).into_owned()),
+            tag::LANDLOCK => {
+                self.landlock_status = Some(String::from_utf8_lossy(&msg.payload).into_owned())
+            }
             tag::SECCOMP_FD => {
                 let mut fds = msg.fds;
                 self.listener = fds.pop();
@@ -790,7 +1088,8 @@ impl Supervisor {
                 }
             }
             tag::LISTENERS => {
-                let listeners: Vec<TcpListener> = msg.fds.into_iter().map(TcpListener::from).collect();
+                let listeners: Vec<TcpListener> =
+                    msg.fds.into_iter().map(TcpListener::from).collect();
                 if let Some(hook) = self.on_listeners.take() {
                     hook(listeners);
                 }
@@ -808,19 +1107,32 @@ impl Supervisor {
     fn mark_started(&mut self) {
         self.started = true;
         if let Some(l) = &self.landlock_status {
-            let state = if l.starts_with("enforced") { LayerState::Enforced } else if l.starts_with("partial") { LayerState::Partial } else { LayerState::Unavailable };
-            self.layers.push(LayerStatus::new("landlock", state, l.clone()));
+            let state = if l.starts_with("enforced") {
+                LayerState::Enforced
+            } else if l.starts_with("partial") {
+                LayerState::Partial
+            } else {
+                LayerState::Unavailable
+            };
+            self.layers
+                .push(LayerStatus::new("landlock", state, l.clone()));
             self.landlock_status = None;
         }
     }
 
     fn start_notify(&mut self) {
-        let Some(fd) = self.listener.take() else { return };
+        let Some(fd) = self.listener.take() else {
+            return;
+        };
         let audit = self.audit.clone();
         let connect = self.connect;
-        let Ok((stop_r, stop_w)) = pty::pipe() else { return };
+        let Ok((stop_r, stop_w)) = pty::pipe() else {
+            return;
+        };
         self.notify_stop = Some(stop_w);
-        self.notify_thread = Some(std::thread::spawn(move || notify::serve(fd, stop_r, audit, connect)));
+        self.notify_thread = Some(std::thread::spawn(move || {
+            notify::serve(fd, stop_r, audit, connect)
+        }));
     }
 
     fn kill_all(&self, cg: Option<&Cgroup>) {
@@ -829,7 +1141,13 @@ impl Supervisor {
             if let Some(init) = self.init_pid {
                 libc::kill(init, libc::SIGKILL);
             }
-            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0);
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<u8>(),
+                0,
+            );
         }
         if let Some(cg) = cg {
             cg.kill_all();

@@ -208,7 +208,9 @@ const CLONE_NS_FLAGS: u64 = (libc::CLONE_NEWUSER
 /// ioctls refused: TIOCSTI pushes bytes into a terminal's input queue (typed
 /// into the host shell after the sandbox exits); TIOCLINUX can do the same on
 /// a virtual console.
-pub const DENIED_IOCTLS: &[(u64, &str)] = &[(libc::TIOCSTI as u64, "TIOCSTI"), (0x541C, "TIOCLINUX")];
+#[allow(clippy::unnecessary_cast)] // the ioctl type differs between targets
+pub const DENIED_IOCTLS: &[(u64, &str)] =
+    &[(libc::TIOCSTI as u64, "TIOCSTI"), (0x541C, "TIOCLINUX")];
 
 /// Socket families that are not confined by a network namespace: vsock talks
 /// to the hypervisor and host services; Bluetooth reaches real radios.
@@ -277,7 +279,13 @@ pub fn build(opts: FilterOptions) -> Vec<sock_filter> {
         p.push(jump(JGE_K, 0x4000_0000, 0, 1));
         p.push(stmt(RET_K, ret_errno(libc::EPERM)));
     }
-    let deny_ret = |e: c_int| if opts.notify { RET_NOTIFY } else { ret_errno(e) };
+    let deny_ret = |e: c_int| {
+        if opts.notify {
+            RET_NOTIFY
+        } else {
+            ret_errno(e)
+        }
+    };
 
     // clone3: always ENOSYS (never notified: glibc calls it for every thread).
     p.push(jump(JEQ_K, libc::SYS_clone3 as u32, 0, 1));
@@ -337,7 +345,10 @@ pub fn denial_for(nr: i32, args: &[u64; 6]) -> Option<(c_int, String)> {
         return Some((r.errno, r.name.to_string()));
     }
     if nr == libc::SYS_clone && args[0] & CLONE_NS_FLAGS != 0 {
-        return Some((libc::EPERM, format!("clone with namespace flags {:#x}", args[0] & CLONE_NS_FLAGS)));
+        return Some((
+            libc::EPERM,
+            format!("clone with namespace flags {:#x}", args[0] & CLONE_NS_FLAGS),
+        ));
     }
     if nr == libc::SYS_ioctl {
         let req = args[1] & 0xffff_ffff;
@@ -390,7 +401,10 @@ mod tests {
     fn program_fits_the_kernel_limits() {
         for notify in [false, true] {
             let p = build(FilterOptions { notify });
-            assert!(p.len() < 4096, "BPF programs are limited to 4096 instructions");
+            assert!(
+                p.len() < 4096,
+                "BPF programs are limited to 4096 instructions"
+            );
             assert_eq!(p.last().unwrap().k, RET_ALLOW);
         }
     }
@@ -405,7 +419,7 @@ mod tests {
         assert!(denial_for(libc::SYS_bpf as i32, &[0; 6]).is_some());
         assert!(denial_for(libc::SYS_read as i32, &[0; 6]).is_none());
         let mut args = [0u64; 6];
-        args[1] = libc::TIOCSTI as u64;
+        args[1] = DENIED_IOCTLS[0].0;
         assert!(denial_for(libc::SYS_ioctl as i32, &args).is_some());
     }
 }
