@@ -187,6 +187,7 @@ pub fn apply(
     };
     let mut a = Applier {
         root,
+        max_file_bytes: opts.limits.max_file_bytes,
         resolver,
         tmp_counter: 0,
         report: ApplyReport {
@@ -229,6 +230,7 @@ fn explain(what: &str, e: Errno) -> String {
 
 struct Applier {
     root: OwnedFd,
+    max_file_bytes: u64,
     resolver: Resolver,
     tmp_counter: u64,
     report: ApplyReport,
@@ -402,10 +404,16 @@ impl Applier {
             Node::File {
                 path,
                 mode,
+                size,
                 dev,
                 ino,
-                ..
             } => {
+                if *size > self.max_file_bytes {
+                    return Err(format!(
+                        "{size} bytes, over the {}-byte limit for one file (raise it with --max-file-size if the file is genuine)",
+                        self.max_file_bytes
+                    ));
+                }
                 let mut src = open_listed(path, *dev, *ino).map_err(|e| e.to_string())?;
                 let (dir, name) = self.parent(rel)?;
                 let perm = mode & 0o777;
@@ -428,9 +436,13 @@ impl Applier {
                 )
                 .map_err(|e| explain("cannot create a temporary file beside it", e))?;
                 let mut out = File::from(fd);
-                let filled = io::copy(&mut src, &mut out)
+                let limit = self.max_file_bytes;
+                let filled = io::copy(&mut (&mut src).take(limit + 1), &mut out)
                     .map_err(|e| format!("cannot copy the content: {e}"))
-                    .and_then(|_| {
+                    .and_then(|n| {
+                        if n > limit {
+                            return Err(format!("grew past the {limit}-byte limit while copied"));
+                        }
                         rustix::fs::fchmod(&out, Mode::from_raw_mode(perm))
                             .map_err(|e| explain("cannot set its mode", e))
                     });

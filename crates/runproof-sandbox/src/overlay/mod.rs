@@ -45,8 +45,9 @@ pub struct Limits {
     pub max_entries: u64,
     /// Directory nesting depth below the workspace root.
     pub max_depth: usize,
-    /// A changed file larger than this is an error in `diff` (its content would
-    /// have to be held in memory). `apply` streams and is not bound by it.
+    /// A changed file larger than this is an error in `diff` (its content is
+    /// held in memory) and is refused by `apply` (a sparse file could fill the
+    /// disk), with the reason in the report.
     pub max_file_bytes: u64,
     /// Files larger than this (either side) are diffed as binary, not by line.
     pub max_text_bytes: u64,
@@ -75,6 +76,15 @@ impl Default for Limits {
 pub enum OverlayError {
     #[error("cannot read {}: {source}", .path.display())]
     Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the {what} {} cannot be opened: {source}; pass the overlay's upper directory (the one given to `runproof run --overlay`) and the workspace it was mounted over",
+        .path.display()
+    )]
+    Missing {
+        what: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },

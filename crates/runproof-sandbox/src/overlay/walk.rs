@@ -90,8 +90,12 @@ pub(crate) fn walk(
     include_git: bool,
     sink: &mut dyn FnMut(Event<'_>) -> Result<(), OverlayError>,
 ) -> Result<(), OverlayError> {
-    for dir in [upper, lower] {
-        let md = std::fs::metadata(dir).map_err(|e| OverlayError::io(dir, e))?;
+    for (dir, what) in [(upper, "upper layer"), (lower, "workspace")] {
+        let md = std::fs::metadata(dir).map_err(|source| OverlayError::Missing {
+            what,
+            path: dir.to_path_buf(),
+            source,
+        })?;
         if !md.is_dir() {
             return Err(OverlayError::NotADirectory(dir.to_path_buf()));
         }

@@ -214,7 +214,14 @@ pub fn kernel_merged(lower: &Path, upper: &Path, ns: Ns, out: &Path) {
 /// Mount a writable overlay (lower + upper), run `commands` (sh) inside the
 /// merged directory, and copy the merged view to `snapshot`. The kernel
 /// writes the upper layer: its own whiteouts and opaque markers.
-pub fn kernel_session(lower: &Path, upper: &Path, ns: Ns, commands: &str, snapshot: &Path) {
+pub fn kernel_session(
+    lower: &Path,
+    upper: &Path,
+    ns: Ns,
+    extra_opts: &str,
+    commands: &str,
+    snapshot: &Path,
+) {
     let t = TempDir::new("sess");
     let mnt = t.sub("m");
     let work = t.sub("work");
@@ -225,7 +232,7 @@ pub fn kernel_session(lower: &Path, upper: &Path, ns: Ns, commands: &str, snapsh
         Ns::Trusted => &["-m", "--propagation", "private"],
     };
     let script = format!(
-        "set -e; mount -t overlay overlay -o lowerdir={},upperdir={},workdir={}{} {m}; cd {m}; {commands}; cd /; cp -a {m}/. {}/",
+        "set -e; mount -t overlay overlay -o lowerdir={},upperdir={},workdir={}{}{extra_opts} {m}; cd {m}\n{commands}\ncd /; cp -a {m}/. {}/",
         lower.display(),
         upper.display(),
         work.display(),
