@@ -76,6 +76,12 @@ fn workspace(w: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
     }
 }
 
+/// Print to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
 fn fail(e: OverlayError) -> ExitCode {
     if let OverlayError::Output(io) = &e
         && io.kind() == std::io::ErrorKind::BrokenPipe
@@ -98,9 +104,9 @@ pub fn diff(a: DiffArgs) -> ExitCode {
             Err(e) => return fail(e),
         };
         if a.format == "json" {
-            println!("{}", s.to_json());
+            emit(&format!("{}\n", s.to_json()));
         } else {
-            print!("{s}");
+            emit(&s.to_string());
         }
         return ExitCode::SUCCESS;
     }
@@ -154,12 +160,10 @@ pub fn apply(a: ApplyArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if a.format == "json" {
-        println!(
-            "{}",
-            serde_json::to_value(&report).unwrap_or(serde_json::Value::Null)
-        );
+        let json = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
+        emit(&format!("{json}\n"));
     } else {
-        print!("{report}");
+        emit(&report.to_string());
     }
     if report.is_complete() {
         ExitCode::SUCCESS

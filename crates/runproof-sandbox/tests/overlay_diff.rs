@@ -170,6 +170,18 @@ fn symlinks_added_changed_and_retyped() {
     write(&c.upper, "was-link", "now a file\n");
     let p = patch_text(&c);
     assert!(p.contains("new file mode 120000"), "{p}");
+    // A link out of the workspace is shown, and flagged.
+    let c2 = case("symlink-out");
+    symlink(&c2.upper, "out", "/etc/shadow");
+    let (patch, stats) =
+        overlay::diff_to_vec(&c2.upper, &c2.lower, &DiffOptions::default()).unwrap();
+    assert!(String::from_utf8_lossy(&patch).contains("+/etc/shadow"));
+    assert_eq!(stats.warnings.len(), 1);
+    assert!(
+        stats.warnings[0].contains("apply` refuses it"),
+        "{:?}",
+        stats.warnings
+    );
     assert!(
         p.contains("-target-a\n\\ No newline at end of file\n+target-b"),
         "{p}"

@@ -203,6 +203,15 @@ impl DiffWriter<'_> {
                     self.warn(rel, what);
                 }
                 let old = old.filter(|o| !matches!(o, Node::Special { .. }));
+                if let Node::Symlink { target } = new
+                    && let Some(why) = super::apply::symlink_refusal(rel, target)
+                    && self.stats.warnings.len() < MAX_LISTED
+                {
+                    self.stats.warnings.push(format!(
+                        "{}: {why}; `runproof apply` refuses it",
+                        super::display_rel(rel)
+                    ));
+                }
                 match (old.and_then(git_mode), git_mode(new)) {
                     // A type change (file <-> symlink) is a deletion and an
                     // addition, as git writes it.
