@@ -1,6 +1,7 @@
 //! The `runproof` binary: clap commands that wire the library crates together.
 
 mod cmd_run;
+mod overlay_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,6 +37,12 @@ enum Command {
     Run(Box<cmd_run::RunArgs>),
     /// Report what each enforcement layer can do on this kernel.
     Doctor(cmd_run::DoctorArgs),
+    /// Show what a `run --overlay UPPER_DIR` changed, as a git diff
+    #[command(after_help = overlay_cmd::DIFF_HELP)]
+    Diff(overlay_cmd::DiffArgs),
+    /// Write what a `run --overlay UPPER_DIR` changed into the workspace
+    #[command(after_help = overlay_cmd::APPLY_HELP)]
+    Apply(overlay_cmd::ApplyArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,5 +50,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => cmd_run::run(*args),
         Command::Doctor(args) => cmd_run::doctor(args),
+        Command::Diff(a) => overlay_cmd::diff(a),
+        Command::Apply(a) => overlay_cmd::apply(a),
     }
 }

@@ -20,6 +20,7 @@ mod ipc;
 pub mod landlock_layer;
 pub mod mounts;
 pub mod notify;
+pub mod overlay;
 pub mod policy;
 mod probe;
 pub mod protected;

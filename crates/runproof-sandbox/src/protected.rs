@@ -19,6 +19,8 @@
 //!   protected), and git ignores `update = !cmd` in `.gitmodules`.
 //! - `.env`: read as data by most tools, and edited by agents all the time;
 //!   a shell plugin that sources it is the user's own choice.
+//! - `.github/workflows` and other CI config: it runs on the forge's machines
+//!   once pushed, not on this host; the diff shows it for review.
 //! - prompt files (`CLAUDE.md`, `AGENTS.md`, `.cursorrules`): they steer an agent
 //!   but run nothing; `runproof scan` reports prompt injection in them.
 //!
@@ -279,7 +281,7 @@ fn find(comps: &[String], non_dir: bool) -> Option<&'static ProtectedPath> {
 
 fn comp_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_prefix('*') {
-        Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+        Some(suffix) => name.ends_with(suffix),
         None => pattern == name,
     }
 }
@@ -359,6 +361,7 @@ mod tests {
             "pkg/.vscode/settings.json",
             ".idea/workspace.xml",
             "proj.code-workspace",
+            ".code-workspace",
             ".devcontainer/devcontainer.json",
             ".config/fish/config.fish",
             ".husky/pre-commit",
@@ -369,7 +372,7 @@ mod tests {
             ".bashrc.bak/x",
             "bashrc",
             "my.vscode",
-            ".code-workspace",
+            "code-workspace.md",
             "README.md",
         ] {
             assert!(!prot(p), "{p} should not be protected");
