@@ -1,5 +1,6 @@
 //! The `runproof` binary: clap commands that wire the library crates together.
 
+mod cmd_demo;
 mod cmd_run;
 mod overlay_cmd;
 
@@ -37,6 +38,8 @@ enum Command {
     Run(Box<cmd_run::RunArgs>),
     /// Report what each enforcement layer can do on this kernel.
     Doctor(cmd_run::DoctorArgs),
+    /// Run a bundled hostile build script in the sandbox and show what was contained.
+    Demo,
     /// Show what a `run --overlay UPPER_DIR` changed, as a git diff
     #[command(after_help = overlay_cmd::DIFF_HELP)]
     Diff(overlay_cmd::DiffArgs),
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => cmd_run::run(*args),
         Command::Doctor(args) => cmd_run::doctor(args),
+        Command::Demo => cmd_demo::demo(),
         Command::Diff(a) => overlay_cmd::diff(a),
         Command::Apply(a) => overlay_cmd::apply(a),
     }
