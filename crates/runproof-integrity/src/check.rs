@@ -582,54 +582,69 @@ fn check_git(
     report.objects_reachable = anc.reachable.len();
     report.objects_foreign = foreign.len();
 
-    // Read foreign objects once: types, commit dates, blob content.
-    let mut commits: Vec<(String, i64, String)> = Vec::new();
-    let mut per_loc: HashMap<String, (usize, usize, usize, usize)> = HashMap::new(); // loc -> (trees, blobs, tags, other)
-    let mut fix_blobs: Vec<Leak> = Vec::new();
+    // Types of foreign objects first (cheap), then content only where needed:
+    // commits (dates, subjects) and, with a reference fix, blobs.
     let mut sorted = foreign;
     sorted.sort();
-    repo.cat_file_batch(sorted, MAX_BLOB, |oid, kind, content| {
-        let exact = inv.location(oid).unwrap_or("?").to_string();
+    let types = repo.object_types(&sorted)?;
+    let group = |exact: &str| -> String {
         // Loose objects are grouped per object directory, packs per pack file.
-        let loc = if exact.ends_with(".pack") {
-            exact.clone()
+        if exact.ends_with(".pack") {
+            exact.to_string()
         } else {
-            Path::new(&exact)
+            Path::new(exact)
                 .parent()
                 .and_then(Path::parent)
                 .map(|p| format!("{} (loose objects)", p.display()))
-                .unwrap_or(exact.clone())
-        };
-        match kind {
-            "commit" => {
-                let (date, subject) = parse_commit(content);
-                commits.push((oid.to_string(), date, subject));
-            }
+                .unwrap_or_else(|| exact.to_string())
+        }
+    };
+    let match_blobs = signature.is_some_and(|s| !s.is_empty());
+    let mut per_loc: HashMap<String, (usize, usize, usize, usize)> = HashMap::new(); // loc -> (trees, blobs, tags, other)
+    let mut need: Vec<String> = Vec::new();
+    for (oid, kind) in &types {
+        let loc = group(inv.location(oid).unwrap_or("?"));
+        match kind.as_str() {
+            "commit" => need.push(oid.clone()),
             "blob" => {
-                per_loc.entry(loc.clone()).or_default().1 += 1;
-                if let Some(sig) = signature
-                    && let Some(m) = sig.content_matches(content)
-                {
-                    fix_blobs.push(
-                        Leak::new(
-                            LeakKind::FixedCodeBlob,
-                            Severity::Leak,
-                            exact,
-                            format!(
-                                "blob holds {} of {} distinctive lines of the reference fix",
-                                m.len(),
-                                sig.lines.len()
-                            ),
-                        )
-                        .with_object(oid)
-                        .with_fragments(m),
-                    );
+                per_loc.entry(loc).or_default().1 += 1;
+                if match_blobs {
+                    need.push(oid.clone());
                 }
             }
             "tree" => per_loc.entry(loc).or_default().0 += 1,
             "tag" => per_loc.entry(loc).or_default().2 += 1,
             _ => per_loc.entry(loc).or_default().3 += 1,
         }
+    }
+    let mut commits: Vec<(String, i64, String)> = Vec::new();
+    let mut fix_blobs: Vec<Leak> = Vec::new();
+    repo.cat_file_batch(need, MAX_BLOB, |oid, kind, content| match kind {
+        "commit" => {
+            let (date, subject) = parse_commit(content);
+            commits.push((oid.to_string(), date, subject));
+        }
+        "blob" => {
+            if let Some(sig) = signature
+                && let Some(m) = sig.content_matches(content)
+            {
+                fix_blobs.push(
+                    Leak::new(
+                        LeakKind::FixedCodeBlob,
+                        Severity::Leak,
+                        inv.location(oid).unwrap_or("?").to_string(),
+                        format!(
+                            "blob holds {} of {} distinctive lines of the reference fix",
+                            m.len(),
+                            sig.lines.len()
+                        ),
+                    )
+                    .with_object(oid)
+                    .with_fragments(m),
+                );
+            }
+        }
+        _ => {}
     })?;
 
     // Which foreign commits are reachable from a ref, reflog or head file.

@@ -274,6 +274,30 @@ impl Repo {
         Ok(())
     }
 
+    /// Types of many objects in one `git cat-file --batch-check` process:
+    /// `(id, type)` for each id found, in input order.
+    pub fn object_types(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut input = Vec::with_capacity(ids.len() * 41);
+        for id in ids.iter().filter(|i| !i.contains('\n')) {
+            input.extend_from_slice(id.as_bytes());
+            input.push(b'\n');
+        }
+        let out = self.run_with_input(
+            &["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+            input,
+        )?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| {
+                let (id, ty) = l.split_once(' ')?;
+                (ty != "missing" && ty != "ambiguous").then(|| (id.to_string(), ty.to_string()))
+            })
+            .collect())
+    }
+
     /// Resolve `rev` to a full commit id, or `None` if it is not a commit here.
     pub fn resolve_commit(&self, rev: &str) -> Result<Option<String>> {
         if rev.starts_with('-') || rev.is_empty() || rev.len() > 256 {
