@@ -155,6 +155,17 @@ pub fn audit(traj: &Trajectory, opts: &AuditOptions) -> Result<AuditReport> {
         memo: HashMap::new(),
         stash_pushed: false,
     };
+    // With a proxy log in the trajectory, it alone says what was fetched: URLs
+    // in commands are then only attempts.
+    let proxy_log = traj.actions.iter().any(|a| {
+        matches!(
+            a.kind,
+            ActionKind::Request {
+                allowed: Some(_),
+                ..
+            }
+        )
+    });
     let mut ev: Vec<Evidence> = Vec::new();
     for a in &traj.actions {
         if ev.len() >= MAX_EVIDENCE {
@@ -166,7 +177,7 @@ pub fn audit(traj: &Trajectory, opts: &AuditOptions) -> Result<AuditReport> {
                 for argv in crate::shell::commands(command) {
                     argv_rules(&argv, &mut ctx, &mut found)?;
                 }
-                url_rules_text(command, None, &ctx, &mut found);
+                url_rules_text(command, proxy_log, &ctx, &mut found);
             }
             ActionKind::Exec { argv } => {
                 // Shells seen as exec are analysed through their script.
@@ -186,7 +197,7 @@ pub fn audit(traj: &Trajectory, opts: &AuditOptions) -> Result<AuditReport> {
                     }
                 }
                 for w in argv.iter().skip(1) {
-                    url_rules_text(w, None, &ctx, &mut found);
+                    url_rules_text(w, proxy_log, &ctx, &mut found);
                 }
             }
             ActionKind::Request { url, allowed, .. } => {
@@ -541,9 +552,6 @@ fn is_future(id: &str, ctx: &mut Ctx) -> Result<Option<bool>> {
 }
 
 fn package_rules(argv: &[String], ctx: &Ctx, found: &mut Found) {
-    let Some(pkg) = ctx.package.as_deref() else {
-        return;
-    };
     let line = argv.join(" ");
     let tool = basename(&argv[0]);
     let mut rest: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
@@ -551,8 +559,6 @@ fn package_rules(argv: &[String], ctx: &Ctx, found: &mut Found) {
         rest.remove(0);
     }
     let Some(&sub) = rest.first() else { return };
-    let retrieving = matches!(sub, "download" | "install" | "add" | "pack" | "fetch" | "i");
-    let inspecting = matches!(sub, "index" | "view" | "info" | "show" | "search" | "cache");
     if sub == "cache" {
         found.push((
             Rule::CacheRead,
@@ -562,6 +568,11 @@ fn package_rules(argv: &[String], ctx: &Ctx, found: &mut Found) {
         ));
         return;
     }
+    let Some(pkg) = ctx.package.as_deref() else {
+        return;
+    };
+    let retrieving = matches!(sub, "download" | "install" | "add" | "pack" | "fetch" | "i");
+    let inspecting = matches!(sub, "index" | "view" | "info" | "show" | "search");
     let upgrade = rest
         .iter()
         .any(|a| matches!(*a, "-U" | "--upgrade" | "--pre"));
@@ -684,10 +695,26 @@ pub fn urls_in(text: &str) -> Vec<String> {
     out
 }
 
-fn url_rules_text(text: &str, allowed: Option<bool>, ctx: &Ctx, found: &mut Found) {
+fn url_rules_text(text: &str, proxy_log: bool, ctx: &Ctx, found: &mut Found) {
+    let allowed = None;
+    let downgrade = |f: (Rule, Strength, String, String)| {
+        if proxy_log && f.1 == Strength::Retrieval {
+            (
+                f.0,
+                Strength::Attempt,
+                f.2,
+                format!(
+                    "{} (named in a command; the proxy log shows whether it was fetched)",
+                    f.3
+                ),
+            )
+        } else {
+            f
+        }
+    };
     for url in urls_in(text) {
         if let Some(f) = classify_url(&url, allowed, ctx) {
-            found.push(f);
+            found.push(downgrade(f));
         }
     }
     // `git clone github.com/o/r` without a scheme, `curl raw.githubusercontent.com/...`.
@@ -704,7 +731,7 @@ fn url_rules_text(text: &str, allowed: Option<bool>, ctx: &Ctx, found: &mut Foun
                 .or_else(|| w.strip_prefix(&format!("www.{host}")))
             {
                 if let Some(f) = classify_url(&format!("https://{host}{rest}"), allowed, ctx) {
-                    found.push(f);
+                    found.push(downgrade(f));
                 }
             }
         }

@@ -206,6 +206,7 @@ pub fn check(opts: &CheckOptions) -> Result<CheckReport> {
         clean: true,
         elapsed_ms: 0,
     };
+    let mut git_ctx: Option<(Repo, String)> = None;
     let has_git =
         dir.join(".git").exists() || dir.join("objects").is_dir() && dir.join("HEAD").is_file();
     if has_git {
@@ -228,12 +229,13 @@ pub fn check(opts: &CheckOptions) -> Result<CheckReport> {
             &mut report,
             &mut leaks,
         )?;
-        report.base = Some(base);
+        report.base = Some(base.clone());
         for l in &mut leaks {
             if let Some(rest) = l.location.strip_prefix(&format!("{}/", dir.display())) {
                 l.location = rest.to_string();
             }
         }
+        git_ctx = Some((repo, base));
     }
     if let Some(sig) = &signature {
         report.fix_lines = sig.lines.len();
@@ -270,10 +272,44 @@ pub fn check(opts: &CheckOptions) -> Result<CheckReport> {
             }
         }
     }
+    if let Some((repo, base)) = &git_ctx {
+        unchanged_from_base(repo, base, &dir, &mut leaks)?;
+    }
     report.clean = !leaks.iter().any(|l| l.severity == Severity::Leak);
     report.leaks = leaks;
     report.elapsed_ms = start.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// A work-tree file matching the fix that is byte-identical to the base's
+/// version is the base's own code (duplicated elsewhere), not a leak.
+fn unchanged_from_base(repo: &Repo, base: &str, dir: &Path, leaks: &mut [Leak]) -> Result<()> {
+    let idx: Vec<usize> = leaks
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.kind == LeakKind::FixedCodeFile && l.detail.contains("in the workspace"))
+        .map(|(i, _)| i)
+        .collect();
+    let names: Vec<String> = idx
+        .iter()
+        .map(|&i| format!("{base}:{}", leaks[i].location))
+        .collect();
+    let mut same: HashSet<String> = HashSet::new();
+    repo.cat_file_batch(names, MAX_BLOB, |name, kind, content| {
+        let rel = name.split_once(':').map(|x| x.1).unwrap_or("");
+        if kind == "blob" && std::fs::read(dir.join(rel)).is_ok_and(|disk| disk == content) {
+            same.insert(rel.to_string());
+        }
+    })?;
+    for i in idx {
+        if same.contains(&leaks[i].location) {
+            leaks[i].severity = Severity::Warning;
+            leaks[i]
+                .detail
+                .push_str(" (unchanged from the base: the base already holds these lines)");
+        }
+    }
+    Ok(())
 }
 
 /// Drop signature lines already present in the base version of the touched files.

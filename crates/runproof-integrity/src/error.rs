@@ -34,7 +34,7 @@ pub enum Error {
     },
     /// The base commit does not exist in the repository.
     #[error(
-        "base commit {base} is not a commit in {repo}; check the task's base_commit or fetch it into the repository first"
+        "base commit {base} is not a commit in {repo}; check the task's base_commit or fetch it into the repository first (a workspace prepared with --no-history is checked with --base HEAD)"
     )]
     BaseNotFound {
         /// The base commit as given.

@@ -251,3 +251,15 @@ fn hostile_trajectories_are_bounded_and_rejected_clearly() {
     let err = parse("[1,2", Format::Auto).unwrap_err();
     assert!(!err.is_empty());
 }
+
+#[test]
+fn url_in_a_command_blocked_by_the_proxy_is_not_retrieval() {
+    let log = r#"{"type":"exec","pid":11,"path":"/usr/bin/curl","argv":["curl","-sL","https://github.com/o/area/pull/12.diff"],"cwd":"/w","t":2.0}
+{"type":"request","host":"github.com","port":443,"method":"CONNECT","url":"https://github.com/o/area/pull/12.diff","allowed":false}
+"#;
+    let r = run(log, Format::Runproof, task());
+    assert_eq!(r.label, Label::Suspicious, "{r:#?}");
+    // Without a proxy log (an agent's own trajectory), the command is all there is.
+    let cmd = serde_json::json!({"type":"command","command":"curl -sL https://github.com/o/area/pull/12.diff | git apply"}).to_string();
+    assert_eq!(run(&cmd, Format::Jsonl, task()).label, Label::Retrieved);
+}

@@ -213,3 +213,43 @@ fn bad_task_file_says_what_is_wrong() {
     .to_string();
     assert!(err.contains("missing"), "{err}");
 }
+
+#[test]
+fn fix_lines_already_in_the_base_elsewhere_are_not_a_leak() {
+    let f = fixture();
+    git(&f.repo, &["prune", "--expire=now"]);
+    // Same history shape, but the base already carries the fixed code in another file.
+    std::fs::create_dir_all(f.repo.join("legacy")).unwrap();
+    std::fs::write(f.repo.join("legacy/area_fixed.py"), FIX_PY).unwrap();
+    git(&f.repo, &["add", "."]);
+    git(&f.repo, &["commit", "-qm", "vendored copy"]);
+    let base = git(&f.repo, &["rev-parse", "HEAD"]);
+    let r = check(&CheckOptions {
+        dir: f.repo.clone(),
+        base: Some(base),
+        reference_patch: Some(FIX_PATCH.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let l = r
+        .leaks
+        .iter()
+        .find(|l| l.location == "legacy/area_fixed.py")
+        .expect("still reported");
+    assert_eq!(l.severity, Severity::Warning);
+    assert!(r.clean, "{:#?}", r.leaks);
+    // Edit it so it differs from the base: now it is a leak in the workspace.
+    std::fs::write(
+        f.repo.join("legacy/area_fixed.py"),
+        format!("{FIX_PY}# local\n"),
+    )
+    .unwrap();
+    let r = check(&CheckOptions {
+        dir: f.repo.clone(),
+        base: Some("HEAD".into()),
+        reference_patch: Some(FIX_PATCH.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(!r.clean);
+}
