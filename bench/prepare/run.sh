@@ -44,6 +44,18 @@ git -C "$SRC" checkout -q main
 OBJECTS=$(git -C "$SRC" count-objects -v | awk '/in-pack/ {print $2}')
 echo "   objects: $OBJECTS; base: $BASE ($((COMMITS - FUTURE)) commits of history, $FUTURE after it)"
 
+# A reference fix: one commit after the base, as a diff (for content matching).
+python3 - "$COMMITS" "$FUTURE" "$FILES" > "$WORK/fix.diff" <<'PY'
+import sys
+commits, future, files = map(int, sys.argv[1:])
+i = commits - future + 5
+f = (i * 7919) % files
+path = f"pkg{f % 40}/mod{f}.py"
+print(f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -1,16 +1,16 @@")
+for k in range(8):
+    print(f" def f{f}_{k}(x):\n-    return x + 0\n+    return x + {i * 31 + k}")
+PY
+
 RP_OUT="$WORK/out-runproof"
 GIT_OUT="$WORK/out-git"
 hyperfine --runs "$RUNS" --warmup 1 -N --export-json "$WORK/prepare.json" \
@@ -54,6 +66,7 @@ hyperfine --runs "$RUNS" --warmup 1 -N --export-json "$WORK/prepare.json" \
 
 hyperfine --runs "$RUNS" --warmup 1 -N -i --export-json "$WORK/check.json" \
   -n "runproof prepare --check (leaky source, all objects)" "$BIN prepare --check $SRC --base $BASE --format json" \
+  -n "runproof prepare --check --patch (also matches foreign blobs)" "$BIN prepare --check $SRC --base $BASE --patch $WORK/fix.diff --format json" \
   -n "runproof prepare --check (prepared workspace)" "$BIN prepare --check $RP_OUT --base $BASE --format json" \
   -n "git fsck --connectivity-only (leaky source, for scale)" "git -C $SRC fsck --connectivity-only --no-progress"
 
@@ -68,11 +81,12 @@ kinds = collections.Counter(l["kind"] for l in r["leaks"] if l["severity"] == "l
 print(f"   {sys.argv[1]}: {'clean' if r['clean'] else 'LEAKS'} {dict(kinds)}; objects {r['objects_total']}, outside base {r['objects_foreign']}")
 PY
 done
-"$BIN" prepare --check "$SRC" --base "$BASE" --format json > "$WORK/src-leaks.json" || true
+"$BIN" prepare --check "$SRC" --base "$BASE" --patch "$WORK/fix.diff" --format json > "$WORK/src-leaks.json" || true
 python3 - "$WORK/src-leaks.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"   source: {r['objects_total']} objects, {r['objects_foreign']} outside the base, {r['future_commits']} future commits, {sum(1 for l in r['leaks'] if l['severity']=='leak')} findings, check took {r['elapsed_ms']} ms (self-reported)")
+blobs = sum(1 for l in r['leaks'] if l['kind'] == 'fixed_code_blob')
+print(f"   source: {r['objects_total']} objects, {r['objects_foreign']} outside the base, {r['future_commits']} future commits, {blobs} blob(s) holding the fix, {sum(1 for l in r['leaks'] if l['severity']=='leak')} findings, check took {r['elapsed_ms']} ms (self-reported)")
 PY
 
 echo

@@ -125,6 +125,8 @@ struct Ctx {
     history: Option<(Repo, String)>,
     memo: HashMap<String, Option<bool>>,
     stash_pushed: bool,
+    /// Hosts the proxy let through and blocked, when the trajectory has a proxy log.
+    proxy: Option<(HashSet<String>, HashSet<String>)>,
 }
 
 /// Most evidence items kept.
@@ -154,18 +156,8 @@ pub fn audit(traj: &Trajectory, opts: &AuditOptions) -> Result<AuditReport> {
         history,
         memo: HashMap::new(),
         stash_pushed: false,
+        proxy: proxy_view(traj),
     };
-    // With a proxy log in the trajectory, it alone says what was fetched: URLs
-    // in commands are then only attempts.
-    let proxy_log = traj.actions.iter().any(|a| {
-        matches!(
-            a.kind,
-            ActionKind::Request {
-                allowed: Some(_),
-                ..
-            }
-        )
-    });
     let mut ev: Vec<Evidence> = Vec::new();
     for a in &traj.actions {
         if ev.len() >= MAX_EVIDENCE {
@@ -177,7 +169,7 @@ pub fn audit(traj: &Trajectory, opts: &AuditOptions) -> Result<AuditReport> {
                 for argv in crate::shell::commands(command) {
                     argv_rules(&argv, &mut ctx, &mut found)?;
                 }
-                url_rules_text(command, proxy_log, &ctx, &mut found);
+                url_rules_text(command, &ctx, &mut found);
             }
             ActionKind::Exec { argv } => {
                 // Shells seen as exec are analysed through their script.
@@ -197,7 +189,7 @@ pub fn audit(traj: &Trajectory, opts: &AuditOptions) -> Result<AuditReport> {
                     }
                 }
                 for w in argv.iter().skip(1) {
-                    url_rules_text(w, proxy_log, &ctx, &mut found);
+                    url_rules_text(w, &ctx, &mut found);
                 }
             }
             ActionKind::Request { url, allowed, .. } => {
@@ -467,6 +459,36 @@ fn git_rules(argv: &[String], line: &str, ctx: &mut Ctx, found: &mut Found) -> R
         }
         _ => {}
     }
+    // Remote URLs of clone/fetch are repositories, not web pages: classify them
+    // as `.git` URLs; scp-style remotes (`git@host:owner/name`) too.
+    if matches!(
+        sub,
+        "clone" | "fetch" | "pull" | "ls-remote" | "remote" | "submodule"
+    ) {
+        for a in &args {
+            if a.starts_with("https://") || a.starts_with("http://") {
+                let u = a.trim_end_matches('/');
+                let u = if u.ends_with(".git") {
+                    u.to_string()
+                } else {
+                    format!("{u}.git")
+                };
+                if let Some(f) = classify_url(&u, None, ctx) {
+                    found.push(gate(ctx, &u, (f.0, f.1, line.to_string(), f.3)));
+                }
+                continue;
+            }
+            if let Some((user_host, path)) = a.split_once(':')
+                && !a.contains("://")
+                && let Some((_, host)) = user_host.rsplit_once('@')
+                && !host.is_empty()
+                && !path.starts_with('/')
+                && let Some(f) = classify_url(&format!("https://{host}/{path}"), None, ctx)
+            {
+                found.push(gate(ctx, &format!("https://{host}/"), f));
+            }
+        }
+    }
     // Hidden refs named anywhere in the arguments.
     let lower: Vec<String> = args.iter().map(|a| a.to_lowercase()).collect();
     if let Some(r) = lower
@@ -695,26 +717,65 @@ pub fn urls_in(text: &str) -> Vec<String> {
     out
 }
 
-fn url_rules_text(text: &str, proxy_log: bool, ctx: &Ctx, found: &mut Found) {
-    let allowed = None;
-    let downgrade = |f: (Rule, Strength, String, String)| {
-        if proxy_log && f.1 == Strength::Retrieval {
-            (
-                f.0,
-                Strength::Attempt,
-                f.2,
-                format!(
-                    "{} (named in a command; the proxy log shows whether it was fetched)",
-                    f.3
-                ),
-            )
-        } else {
-            f
+/// With a proxy log in the trajectory, the proxy says what went out: a
+/// retrieval named in a command stands only if the proxy let its host through.
+fn proxy_view(traj: &Trajectory) -> Option<(HashSet<String>, HashSet<String>)> {
+    let mut allowed = HashSet::new();
+    let mut blocked = HashSet::new();
+    let mut any = false;
+    for a in &traj.actions {
+        if let ActionKind::Request {
+            url,
+            allowed: Some(ok),
+            ..
+        } = &a.kind
+        {
+            any = true;
+            if let Some(u) = parse_url(url) {
+                if *ok {
+                    allowed.insert(u.host);
+                } else {
+                    blocked.insert(u.host);
+                }
+            }
         }
+    }
+    any.then_some((allowed, blocked))
+}
+
+fn gate(
+    ctx: &Ctx,
+    url: &str,
+    f: (Rule, Strength, String, String),
+) -> (Rule, Strength, String, String) {
+    let Some((allowed, blocked)) = &ctx.proxy else {
+        return f;
     };
+    if f.1 != Strength::Retrieval {
+        return f;
+    }
+    let host = parse_url(url).map(|u| u.host).unwrap_or_default();
+    if allowed.contains(&host) {
+        return (
+            f.0,
+            f.1,
+            f.2,
+            format!("{} (the proxy let {host} through)", f.3),
+        );
+    }
+    let why = if blocked.contains(&host) {
+        "the proxy blocked this host"
+    } else {
+        "the proxy log shows no request to this host"
+    };
+    (f.0, Strength::Attempt, f.2, format!("{} ({why})", f.3))
+}
+
+fn url_rules_text(text: &str, ctx: &Ctx, found: &mut Found) {
+    let allowed = None;
     for url in urls_in(text) {
         if let Some(f) = classify_url(&url, allowed, ctx) {
-            found.push(downgrade(f));
+            found.push(gate(ctx, &url, f));
         }
     }
     // `git clone github.com/o/r` without a scheme, `curl raw.githubusercontent.com/...`.
@@ -730,8 +791,9 @@ fn url_rules_text(text: &str, proxy_log: bool, ctx: &Ctx, found: &mut Found) {
                 .strip_prefix(host)
                 .or_else(|| w.strip_prefix(&format!("www.{host}")))
             {
-                if let Some(f) = classify_url(&format!("https://{host}{rest}"), allowed, ctx) {
-                    found.push(downgrade(f));
+                let url = format!("https://{host}{rest}");
+                if let Some(f) = classify_url(&url, allowed, ctx) {
+                    found.push(gate(ctx, &url, f));
                 }
             }
         }

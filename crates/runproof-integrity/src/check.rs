@@ -575,7 +575,7 @@ fn check_git(
                 .strip_prefix("remote.")
                 .and_then(|k| k.strip_suffix(".url"))
                 .unwrap_or(key);
-            let mut url = url.to_string();
+            let mut url = redact_userinfo(url);
             crate::git::truncate(&mut url, 300);
             leaks.push(Leak::new(
                 LeakKind::Remote,
@@ -756,6 +756,17 @@ fn check_git(
     Ok(())
 }
 
+/// `https://user:token@host/x` -> `https://***@host/x`: reports must not carry credentials.
+fn redact_userinfo(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let auth_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..auth_end].rfind('@') {
+            return format!("{scheme}://***@{}", &rest[at + 1..]);
+        }
+    }
+    url.to_string()
+}
+
 fn ref_kind(name: &str) -> &'static str {
     if name.starts_with("refs/heads/") {
         "branch"
@@ -836,5 +847,24 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
             Ok(t) if t.is_file() => out.push(e.path()),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_in_remote_urls_are_redacted() {
+        assert_eq!(
+            super::redact_userinfo("https://u:tok@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(
+            super::redact_userinfo("https://github.com/a@b"),
+            "https://github.com/a@b"
+        );
+        assert_eq!(
+            super::redact_userinfo("git@github.com:o/r"),
+            "git@github.com:o/r"
+        );
     }
 }

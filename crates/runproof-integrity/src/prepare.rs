@@ -178,6 +178,25 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
             .chain(tags.iter().map(|t| t.1.clone()))
             .collect()
     };
+    // A shallow source has no parents past its boundary: carry the boundary
+    // commits that are in the base's history, or the copy would look corrupt.
+    let shallow = src.common_dir.join("shallow");
+    if !opts.no_history && shallow.is_file() {
+        let text = std::fs::read_to_string(&shallow).map_err(io("reading", &shallow))?;
+        let ancestors: HashSet<String> = String::from_utf8_lossy(&src.run(&["rev-list", &base])?)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let keep: String = text
+            .lines()
+            .filter(|l| ancestors.contains(l.trim()))
+            .map(|l| format!("{}\n", l.trim()))
+            .collect();
+        if !keep.is_empty() {
+            let p = dst.git_dir.join("shallow");
+            std::fs::write(&p, keep).map_err(io("writing", &p))?;
+        }
+    }
     let objects = transfer_pack(&src, &dst, &tips)?;
 
     // Head commit.

@@ -263,3 +263,43 @@ fn url_in_a_command_blocked_by_the_proxy_is_not_retrieval() {
     let cmd = serde_json::json!({"type":"command","command":"curl -sL https://github.com/o/area/pull/12.diff | git apply"}).to_string();
     assert_eq!(run(&cmd, Format::Jsonl, task()).label, Label::Retrieved);
 }
+
+#[test]
+fn cloning_upstream_over_ssh_or_a_mirror_is_retrieval() {
+    for cmd in [
+        "git clone git@github.com:o/area.git /tmp/up",
+        "git clone https://gitee.com/mirrors/area /tmp/m",
+        "git clone https://ghproxy.example/o/area.git",
+    ] {
+        let line = serde_json::json!({"type":"command","command": cmd}).to_string();
+        let r = run(&line, Format::Jsonl, task());
+        assert_eq!(r.label, Label::Retrieved, "{cmd}: {r:#?}");
+    }
+    // Another project's repository is not evidence.
+    let line = serde_json::json!({"type":"command","command":"git clone https://github.com/psf/requests /tmp/r"}).to_string();
+    let r = run(&line, Format::Jsonl, task());
+    assert!(
+        r.evidence.iter().all(|e| e.strength != Strength::Retrieval),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn connect_only_proxy_log_confirms_a_clone_seen_in_exec() {
+    // HTTPS through CONNECT: the proxy sees the host only; the exec names the repository.
+    let log = r#"{"type":"exec","pid":5,"path":"/usr/bin/git","argv":["git","clone","https://github.com/o/area","/tmp/up"],"cwd":"/w","t":1}
+{"type":"request","host":"github.com","port":443,"method":"CONNECT","allowed":true}
+"#;
+    let r = run(log, Format::Runproof, task());
+    assert_eq!(r.label, Label::Retrieved, "{r:#?}");
+    assert!(
+        r.evidence
+            .iter()
+            .any(|e| e.detail.contains("proxy let github.com through"))
+    );
+    // No request to that host at all in the proxy log: the clone never went out.
+    let log = r#"{"type":"exec","pid":5,"path":"/usr/bin/git","argv":["git","clone","https://github.com/o/area","/tmp/up"],"cwd":"/w","t":1}
+{"type":"request","host":"pypi.org","port":443,"method":"CONNECT","allowed":true}
+"#;
+    assert_eq!(run(log, Format::Runproof, task()).label, Label::Suspicious);
+}

@@ -410,3 +410,29 @@ fn prepare_refuses_bad_input_and_keeps_what_is_there() {
     .to_string();
     assert!(err.contains("overlaps"), "{err}");
 }
+
+#[test]
+fn shallow_source_prepares_a_consistent_copy() {
+    let f = fixture();
+    git(&f.repo, &["update-ref", "refs/heads/future", &f.future]);
+    let shallow = f.dir.path().join("shallow");
+    let url = format!("file://{}", f.repo.display());
+    git(
+        f.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--depth=1",
+            "--no-single-branch",
+            &url,
+            shallow.to_str().unwrap(),
+        ],
+    );
+    let out = f.dir.path().join("from-shallow");
+    let mut o = PrepareOptions::new(&shallow, &f.base, &out);
+    o.no_tags = true;
+    let rep = prepare(&o).unwrap();
+    assert!(rep.check.clean, "{:#?}", rep.check.leaks);
+    assert_eq!(git(&out, &["log", "--all", "--format=%H"]), f.base);
+    git(&out, &["fsck", "--no-progress"]);
+}
