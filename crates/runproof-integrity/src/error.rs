@@ -17,7 +17,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// `git` could not be started at all.
-    #[error("could not run git ({source}); install git 2.30 or later and make sure it is on PATH")]
+    #[error("could not run git ({source}); install git 2.31 or later and make sure it is on PATH")]
     GitMissing {
         /// The underlying error.
         source: std::io::Error,
