@@ -436,3 +436,43 @@ fn shallow_source_prepares_a_consistent_copy() {
     assert_eq!(git(&out, &["log", "--all", "--format=%H"]), f.base);
     git(&out, &["fsck", "--no-progress"]);
 }
+
+#[test]
+fn check_and_prepare_never_run_code_from_a_hostile_repository_nor_write_to_it() {
+    let f = fixture();
+    let marker = f.dir.path().join("pwned");
+    let script = f.dir.path().join("evil.sh");
+    std::fs::write(&script, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let s = script.to_str().unwrap();
+    git(&f.repo, &["config", "core.fsmonitor", s]);
+    git(&f.repo, &["config", "core.pager", s]);
+    git(&f.repo, &["config", "diff.external", s]);
+    git(&f.repo, &["config", "filter.x.smudge", s]);
+    git(&f.repo, &["config", "core.sshCommand", s]);
+    std::fs::create_dir_all(f.repo.join(".git/hooks")).unwrap();
+    for hook in [
+        "post-checkout",
+        "reference-transaction",
+        "pre-auto-gc",
+        "post-index-change",
+    ] {
+        std::fs::copy(&script, f.repo.join(".git/hooks").join(hook)).unwrap();
+    }
+    std::fs::write(f.repo.join(".gitattributes"), "* filter=x\n").unwrap();
+    git(&f.repo, &["update-ref", "refs/heads/future", &f.future]);
+    let _ = std::fs::remove_file(&marker);
+
+    let before = snapshot(&f.repo);
+    let r = run_check(&f.repo, &f.base);
+    assert!(!r.clean);
+    assert_eq!(snapshot(&f.repo), before, "check wrote to the workspace");
+    let mut opts = PrepareOptions::new(&f.repo, &f.base, f.dir.path().join("out"));
+    opts.copy_untracked = true;
+    prepare(&opts).unwrap();
+    assert_eq!(snapshot(&f.repo), before, "prepare wrote to the source");
+    assert!(
+        !marker.exists(),
+        "code from the repository's config or hooks ran"
+    );
+}
