@@ -46,6 +46,12 @@ enum Command {
     /// Write what a `run --overlay UPPER_DIR` changed into the workspace
     #[command(after_help = overlay_cmd::APPLY_HELP)]
     Apply(overlay_cmd::ApplyArgs),
+    /// Build a workspace with no history after the task's base commit, or check one for leaks
+    /// (exit 0 clean, 1 leaks found, 2 error)
+    Prepare(runproof_integrity::cli::PrepareArgs),
+    /// Label an agent run clean, retrieved or suspicious from its trajectory
+    /// (exit 0 clean, 1 retrieved, 3 suspicious, 2 error)
+    Audit(runproof_integrity::cli::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,5 +62,23 @@ fn main() -> ExitCode {
         Command::Demo => cmd_demo::demo(),
         Command::Diff(a) => overlay_cmd::diff(a),
         Command::Apply(a) => overlay_cmd::apply(a),
+        Command::Prepare(args) => integrity(runproof_integrity::cli::run_prepare(
+            &args,
+            &mut std::io::stdout().lock(),
+        )),
+        Command::Audit(args) => integrity(runproof_integrity::cli::run_audit(
+            &args,
+            &mut std::io::stdout().lock(),
+        )),
+    }
+}
+
+fn integrity(result: Result<u8, runproof_integrity::error::Error>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("runproof: {e}");
+            ExitCode::from(2)
+        }
     }
 }
