@@ -137,7 +137,7 @@ fn demo_inner() -> std::io::Result<bool> {
     let stderr = String::from_utf8_lossy(&out.stderr);
 
     let mut all_ok = true;
-    println!("  {:<16} {:<9} {}", "attack", "result", "what it tried");
+    println!("  {:<16} {:<9} what it tried", "attack", "result");
     for (name, want, what) in EXPECTED {
         let got = stdout
             .lines()
@@ -159,28 +159,29 @@ fn demo_inner() -> std::io::Result<bool> {
         );
     }
     // The host's own checks.
-    let mut host = Vec::new();
-    host.push((
-        "home .bashrc unchanged",
-        std::fs::read_to_string(home.join(".bashrc"))? == bashrc_before,
-    ));
-    host.push((
-        "no git hook planted",
-        !ws.join(".git/hooks/post-checkout").exists(),
-    ));
-    host.push((
-        "no .vscode/tasks.json or .mcp.json left",
-        !ws.join(".vscode").exists() && !ws.join(".mcp.json").exists(),
-    ));
-    host.push((
-        "nothing written to /usr/local/bin",
-        !Path::new("/usr/local/bin/runproof-demo-planted").exists(),
-    ));
-    host.push(("no daemon outlived the run", !daemon_alive("600.4242")));
-    host.push((
-        "build finished inside the sandbox",
-        stdout.contains("build finished"),
-    ));
+    let host = [
+        (
+            "home .bashrc unchanged",
+            std::fs::read_to_string(home.join(".bashrc"))? == bashrc_before,
+        ),
+        (
+            "no git hook planted",
+            !ws.join(".git/hooks/post-checkout").exists(),
+        ),
+        (
+            "no .vscode/tasks.json or .mcp.json left",
+            !ws.join(".vscode").exists() && !ws.join(".mcp.json").exists(),
+        ),
+        (
+            "nothing written to /usr/local/bin",
+            !Path::new("/usr/local/bin/runproof-demo-planted").exists(),
+        ),
+        ("no daemon outlived the run", !daemon_alive("600.4242")),
+        (
+            "build finished inside the sandbox",
+            stdout.contains("build finished"),
+        ),
+    ];
     println!();
     for (what, good) in &host {
         all_ok &= *good;
