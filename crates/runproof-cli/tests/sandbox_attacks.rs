@@ -712,3 +712,127 @@ fn doctor_reports_every_layer() {
     }
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn cpu_time_limit_ends_a_busy_loop_with_152() {
+    let ws = Ws::new();
+    let start = std::time::Instant::now();
+    let out = sandbox(ws.path(), &["--cpu", "1"], "python3 -c 'while True: pass'");
+    assert_eq!(code(&out), 152, "{}", stderr(&out));
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn extra_path_rules_read_write_and_deny() {
+    let ws = Ws::new();
+    let ro = tempfile::Builder::new().prefix("rp-ro-").tempdir().unwrap();
+    let rw = tempfile::Builder::new().prefix("rp-rw-").tempdir().unwrap();
+    std::fs::write(ro.path().join("data.txt"), "READ-ONLY-DATA").unwrap();
+    let secret = ws.write("config/secret.key", "WORKSPACE-SECRET");
+    let script = format!(
+        "cat {ro}/data.txt; echo x > {ro}/new 2>/dev/null && echo RO-WRITTEN; echo out > {rw}/result && echo RW-OK; cat config/secret.key 2>/dev/null; echo",
+        ro = ro.path().display(),
+        rw = rw.path().display()
+    );
+    let out = sandbox(
+        ws.path(),
+        &[
+            "--ro",
+            ro.path().to_str().unwrap(),
+            "--rw",
+            rw.path().to_str().unwrap(),
+            "--deny",
+            secret.to_str().unwrap(),
+        ],
+        &script,
+    );
+    let text = ok(&out);
+    assert!(
+        text.contains("READ-ONLY-DATA") && text.contains("RW-OK"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("RO-WRITTEN") && !text.contains("WORKSPACE-SECRET"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rw.path().join("result")).unwrap(),
+        "out\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "WORKSPACE-SECRET",
+        "deny hides, never deletes"
+    );
+}
+
+#[test]
+fn loopback_inside_the_sandbox_works_for_local_servers() {
+    let ws = Ws::new();
+    let script = r#"python3 - <<'EOF'
+import socket, threading
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+port = srv.getsockname()[1]
+def serve():
+    c, _ = srv.accept(); c.sendall(b"pong"); c.close()
+threading.Thread(target=serve).start()
+cli = socket.create_connection(("127.0.0.1", port), timeout=5)
+print(cli.recv(4).decode())
+EOF"#;
+    assert_eq!(ok(&sandbox(ws.path(), &[], script)).trim(), "pong");
+}
+
+#[test]
+fn refused_syscalls_are_audited_as_denied() {
+    let ws = Ws::new();
+    let audit = ws.path().join("audit.jsonl");
+    let out = sandbox(
+        ws.path(),
+        &["--audit", audit.to_str().unwrap()],
+        "python3 -c 'import ctypes; print(ctypes.CDLL(None).syscall(321, 0, 0, 0))'",
+    );
+    assert_eq!(ok(&out).trim(), "-1");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"event\":\"denied\"") && l.contains("\"bpf\"")),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_summary_reports_layers_and_usage() {
+    let ws = Ws::new();
+    let out = sandbox(
+        ws.path(),
+        &["--format", "json", "--memory", "256M"],
+        "python3 -c 'b = bytearray(64 << 20)'",
+    );
+    ok(&out);
+    let line = stderr(&out)
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["exit"]["exit_status"], 0);
+    assert!(
+        v["exit"]["peak_memory_bytes"].as_u64().unwrap() >= 64 << 20,
+        "{v}"
+    );
+    assert!(
+        v["exit"]["peak_memory_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("cgroup"),
+        "{v}"
+    );
+    let cg = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "cgroup")
+        .unwrap();
+    assert_eq!(cg["state"], "enforced", "{v}");
+}
