@@ -366,12 +366,12 @@ EOF"#;
     assert!(ok(&out).contains("rc=1"), "{}", stdout(&out));
 }
 
-#[test]
-fn tiocsti_cannot_inject_into_a_terminal() {
-    let ws = Ws::new();
-    // Give runproof a real terminal: a pty whose slave is stdin and stdout.
-    // SAFETY: openpty writes two descriptors.
+/// Run a script with a real terminal (a pty whose slave is runproof's
+/// stdin, stdout and stderr), typing `input` into it; returns what the
+/// terminal showed.
+fn on_pty(ws: &std::path::Path, script: &str, input: &[u8]) -> String {
     let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors.
     unsafe {
         libc::openpty(
             &mut master,
@@ -381,11 +381,7 @@ fn tiocsti_cannot_inject_into_a_terminal() {
             std::ptr::null(),
         )
     };
-    let mut c = command(
-        ws.path(),
-        &[],
-        "python3 -c \"import fcntl, termios, sys\ntry:\n fcntl.ioctl(0, termios.TIOCSTI, b'X'); print('INJECTED')\nexcept OSError as e: print('refused', e.errno)\"",
-    );
+    let mut c = command(ws, &[], script);
     // SAFETY: dup the slave for each standard stream of the child.
     unsafe {
         use std::os::fd::FromRawFd;
@@ -393,10 +389,12 @@ fn tiocsti_cannot_inject_into_a_terminal() {
         c.stdout(std::process::Stdio::from_raw_fd(libc::dup(slave)));
         c.stderr(std::process::Stdio::from_raw_fd(libc::dup(slave)));
     }
-    let mut child = c.spawn().unwrap();
+    let child = Group(c.spawn().unwrap());
     unsafe { libc::close(slave) };
     let mut out = Vec::new();
+    let mut typed = false;
     let start = std::time::Instant::now();
+    let mut g = child;
     loop {
         let mut buf = [0u8; 4096];
         let mut pfd = libc::pollfd {
@@ -411,15 +409,71 @@ fn tiocsti_cannot_inject_into_a_terminal() {
                 out.extend_from_slice(&buf[..n as usize]);
             }
         }
-        if child.try_wait().unwrap().is_some() && unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
+        if !typed && String::from_utf8_lossy(&out).contains("READY") {
+            // SAFETY: writing to our own pty master.
+            unsafe { libc::write(master, input.as_ptr().cast(), input.len()) };
+            typed = true;
+        }
+        if g.0.try_wait().unwrap().is_some() && unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "pty run hung");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pty run hung: {}",
+            String::from_utf8_lossy(&out)
+        );
     }
-    let text = String::from_utf8_lossy(&out);
+    unsafe { libc::close(master) };
+    let _ = &mut g;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn tiocsti_cannot_inject_into_a_terminal() {
+    let ws = Ws::new();
+    let text = on_pty(
+        ws.path(),
+        "python3 -c \"import fcntl, termios, sys\ntry:\n fcntl.ioctl(0, termios.TIOCSTI, b'X'); print('INJECTED')\nexcept OSError as e: print('refused', e.errno)\"",
+        b"",
+    );
     assert!(text.contains("refused 1"), "{text}");
     assert!(!text.contains("INJECTED"), "{text}");
-    unsafe { libc::close(master) };
+}
+
+#[test]
+fn interactive_programs_get_a_private_terminal() {
+    let ws = Ws::new();
+    let text = on_pty(
+        ws.path(),
+        "tty; test -t 0 && echo stdin-is-a-tty; echo READY; read line; echo \"got:$line\"",
+        b"hello sandbox\n",
+    );
+    assert!(
+        text.contains("/dev/pts/"),
+        "the command has its own pty: {text}"
+    );
+    assert!(text.contains("stdin-is-a-tty"), "{text}");
+    assert!(
+        text.contains("got:hello sandbox"),
+        "input is relayed: {text}"
+    );
+}
+
+#[test]
+fn piped_stdin_passes_through() {
+    let ws = Ws::new();
+    let mut c = command(ws.path(), &[], "tr a-z A-Z");
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut g = Group(c.spawn().unwrap());
+    g.0.stdin
+        .take()
+        .unwrap()
+        .write_all(b"through the sandbox\n")
+        .unwrap();
+    let out = finish(g, Duration::from_secs(60));
+    assert_eq!(ok(&out), "THROUGH THE SANDBOX\n");
 }
 
 #[test]
