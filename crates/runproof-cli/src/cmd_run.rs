@@ -127,6 +127,12 @@ pub fn run(args: RunArgs) -> ExitCode {
                 );
             }
             if args.verbose {
+                let phases: Vec<String> = out
+                    .phases
+                    .iter()
+                    .map(|(n, d)| format!("{n} {:.1}ms", d.as_secs_f64() * 1e3))
+                    .collect();
+                eprintln!("runproof: timing: {}", phases.join(", "));
                 for l in &out.layers {
                     eprintln!(
                         "runproof: {:<16} {:<11} {}",

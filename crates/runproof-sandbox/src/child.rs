@@ -4,7 +4,8 @@
 //! supervisor (host)
 //!   └─ stage A: unshare(user, mount, pid, net, ipc, uts, cgroup), map own uid/gid,
 //!      │        fork; waits for init and exits with it
-//!      └─ init (PID 1): mounts + pivot_root, hostname, loopback up, listeners,
+//!      └─ init (PID 1): mounts + pivot_root, hostname, loopback up, listeners;
+//!         │             waits until the supervisor has put it in the cgroup;
 //!         │             pty; forks the command, reaps every orphan, forwards signals,
 //!         │             reports the command's end; its exit kills the whole namespace
 //!         └─ command: new session, rlimits, Landlock, capabilities dropped,
@@ -68,11 +69,6 @@ pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
     // Die with the supervisor.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    // Wait for the supervisor to place us in the cgroup.
-    match ipc::recv(&BorrowedRaw(ctrl)) {
-        Ok(Some(m)) if m.tag == tag::GO => {}
-        _ => unsafe { libc::_exit(exit::SETUP) },
-    }
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -166,6 +162,14 @@ fn init_main(spec: &ChildSpec) -> ! {
             // SAFETY: closing descriptors we opened.
             unsafe { libc::close(fd) };
         }
+    }
+    // Wait until the supervisor has placed us in the sandbox's cgroup (it
+    // does so while we were building the mount view): everything the
+    // command starts must be counted against the limits.
+    match ipc::recv(&BorrowedRaw(ctrl)) {
+        Ok(Some(m)) if m.tag == tag::GO => {}
+        // SAFETY: leave the forked child.
+        _ => unsafe { libc::_exit(exit::SETUP) },
     }
     let mut pty_slave = None;
     if spec.pty {

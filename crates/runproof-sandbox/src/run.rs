@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::audit::{AuditLog, Event};
 use crate::cgroup::{self, Cgroup, CgroupLimits};
@@ -86,6 +86,22 @@ pub struct RunOutcome {
     pub refused_env: Vec<String>,
     /// Where quarantined protected-path changes went, when any did.
     pub quarantine: Option<PathBuf>,
+    /// How long each phase of the run took, in order (for `--verbose`).
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+/// Records the time at which each phase of a run ended.
+struct Phases {
+    last: Instant,
+    list: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.list.push((name, now - self.last));
+        self.last = now;
+    }
 }
 
 /// Paths that may never be the workspace: they would expose the system or
@@ -360,6 +376,10 @@ fn env_map() -> BTreeMap<String, String> {
 /// started are gone.
 pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let start = Instant::now();
+    let mut phases = Phases {
+        last: start,
+        list: Vec::new(),
+    };
     if spec.command.is_empty() {
         return Err(SandboxError::Policy(crate::error::PolicyError::Invalid(
             "no command given: put it after `--`".into(),
@@ -485,6 +505,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     ));
 
     // Limits.
+    phases.mark("plan");
     let support = cgroup::detect();
     let want_cg = policy.limits.memory.is_some() || policy.limits.pids.is_some();
     let require_cg = policy.limits.require_cgroup.unwrap_or(false);
@@ -660,6 +681,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         seccomp_listener: notify_on,
     };
 
+    phases.mark("cgroup create");
     // SAFETY: fork; the child only runs `stage_a`, which never returns.
     let pid_a = unsafe { libc::fork() };
     if pid_a < 0 {
@@ -682,14 +704,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     // SAFETY: a fresh descriptor we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
 
-    if let Some(cg) = &cg {
-        if let Err(e) = cg.add(pid_a) {
-            return Err(SandboxError::io("join cgroup", e));
-        }
-    }
-    ipc::send(sup_sock.as_raw_fd(), tag::GO, &[], &[])
-        .map_err(|e| SandboxError::io("start sandbox", e))?;
-
+    phases.mark("fork");
     let mut sup = Supervisor {
         sock: sup_sock,
         pidfd,
@@ -716,6 +731,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let mut timed_out = false;
     let mut cpu_exceeded = false;
     let mut interrupts = 0;
+    let mut go_sent = false;
 
     // Announce the start once the command is about to exec.
     let start_event = |sup: &Supervisor| Event::Start {
@@ -765,7 +781,24 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         if fds[0].revents != 0 {
             let was_started = sup.started;
             sup.read_message();
+            if let (Some(init), false) = (sup.init_pid, go_sent) {
+                phases.mark("user namespace");
+                // The init builds the mount view meanwhile; it forks the
+                // command only after GO, so everything the command starts is
+                // in the cgroup. (Joining a cgroup can take milliseconds.)
+                if let Some(cg) = &cg {
+                    if let Err(e) = cg.add(init) {
+                        sup.kill_all(None);
+                        return Err(SandboxError::io("join cgroup", e));
+                    }
+                }
+                ipc::send(sup.sock.as_raw_fd(), tag::GO, &[], &[])
+                    .map_err(|e| SandboxError::io("start sandbox", e))?;
+                go_sent = true;
+                phases.mark("cgroup attach");
+            }
             if sup.started && !was_started {
+                phases.mark("mounts and confinement");
                 audit.record(&start_event(&sup));
                 sup.start_notify();
             }
@@ -799,6 +832,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     }
     // Drain messages the sandbox sent before it ended (EXIT, late errors).
     while sup.poll_message(0) {}
+    phases.mark("command");
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -902,6 +936,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         let _ = std::fs::remove_dir_all(work);
     }
 
+    phases.mark("teardown");
     let report = ExitReport {
         code,
         signal,
@@ -947,6 +982,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         layers,
         refused_env,
         quarantine,
+        phases: phases.list,
     })
 }
 
