@@ -39,7 +39,8 @@ pub(crate) struct ChildSpec {
     pub cwd: CString,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
-    pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    /// (resource, soft, hard)
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub landlock: crate::landlock_layer::Rules,
     pub seccomp: Vec<libc::sock_filter>,
     pub seccomp_listener: bool,
@@ -385,10 +386,10 @@ fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>) -> ! {
         if libc::chdir(spec.cwd.as_ptr()) < 0 {
             fail(ctrl, "enter workspace", &last_err(), exit::SETUP);
         }
-        for &(res, value) in &spec.rlimits {
+        for &(res, soft, hard) in &spec.rlimits {
             let lim = libc::rlimit {
-                rlim_cur: value,
-                rlim_max: value,
+                rlim_cur: soft,
+                rlim_max: hard,
             };
             if libc::setrlimit(res, &lim) < 0 {
                 fail(ctrl, "set rlimit", &last_err(), exit::SETUP);

@@ -563,24 +563,25 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         ));
         None
     };
-    let mut rlimits: Vec<(libc::__rlimit_resource_t, u64)> = vec![(libc::RLIMIT_CORE, 0)];
+    let mut rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)> = vec![(libc::RLIMIT_CORE, 0, 0)];
     let mut rl_desc = vec!["core 0".to_string()];
     if let Some(c) = policy.limits.cpu {
         let s = c.0.ceil() as u64;
-        rlimits.push((libc::RLIMIT_CPU, s));
+        // SIGXCPU at the limit; SIGKILL only if it is ignored for 2 s more.
+        rlimits.push((libc::RLIMIT_CPU, s, s + 2));
         rl_desc.push(format!("cpu {s}s per process"));
     }
     if let Some(f) = policy.limits.file_size {
-        rlimits.push((libc::RLIMIT_FSIZE, f.0));
+        rlimits.push((libc::RLIMIT_FSIZE, f.0, f.0));
         rl_desc.push(format!("file size {f}"));
     }
     if cg.is_none() {
         if let Some(m) = policy.limits.memory {
-            rlimits.push((libc::RLIMIT_AS, m.0));
+            rlimits.push((libc::RLIMIT_AS, m.0, m.0));
             rl_desc.push(format!("address space {m} per process"));
         }
         if let Some(p) = policy.limits.pids {
-            rlimits.push((libc::RLIMIT_NPROC, p));
+            rlimits.push((libc::RLIMIT_NPROC, p, p));
             rl_desc.push(format!(
                 "processes {p} for this user (not enforced for root)"
             ));
