@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "runproof", version, about = "Run, scan and verify what AI coding agents do")]
+#[command(
+    name = "runproof",
+    version,
+    about = "Run, scan and verify what AI coding agents do"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

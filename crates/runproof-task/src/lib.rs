@@ -4,3 +4,9 @@
 //!
 //! It must never trust anything the graded patch produced: reports and logs
 //! from inside a sandbox are hostile input, parsed outside it, bounded in size.
+
+pub mod model;
+pub mod parse;
+
+pub use model::{LoadError, Prediction, RepoSource, Task, load_predictions, load_tasks};
+pub use parse::{Status, TestFormat, TestResults};
