@@ -10,3 +10,8 @@ pub mod parse;
 
 pub use model::{LoadError, Prediction, RepoSource, Task, load_predictions, load_tasks};
 pub use parse::{Status, TestFormat, TestResults};
+pub mod gaming;
+pub mod patch;
+pub mod runner;
+
+pub use runner::{DirectRunner, RunRequest, RunResult, RunnerError, TestRunner};
