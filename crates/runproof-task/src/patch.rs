@@ -74,7 +74,7 @@ pub enum PatchError {
 }
 
 /// How a patch was applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApplyMethod {
     GitApply,

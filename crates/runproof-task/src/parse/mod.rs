@@ -59,7 +59,7 @@ impl Status {
 }
 
 /// Which parser reads a task's test output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TestFormat {
     /// Guess from the output: structured reports first, then the text formats.
