@@ -161,7 +161,10 @@ fn read_bounded(path: &Path) -> Result<String, LoadError> {
 /// Splits a file into JSON objects: a single object, a JSON array of objects,
 /// or JSONL (one object per line; blank lines allowed). Returns each object with
 /// its 1-based line number when the file is JSONL.
-fn objects(path: &Path, text: &str) -> Result<Vec<(Option<usize>, Map<String, Value>)>, LoadError> {
+/// A JSON object with the 1-based line it came from (JSONL only).
+type Located = (Option<usize>, Map<String, Value>);
+
+fn objects(path: &Path, text: &str) -> Result<Vec<Located>, LoadError> {
     let trimmed = text.trim_start();
     let whole: Option<Value> = if trimmed.starts_with('[') {
         Some(serde_json::from_str(text).map_err(|e| {

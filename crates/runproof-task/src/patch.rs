@@ -147,9 +147,9 @@ fn strip_p1(p: &str) -> String {
 
 /// Paths from `diff --git a/X b/Y` (used for mode-only and binary entries).
 fn git_header_paths(rest: &str) -> (Option<String>, Option<String>) {
-    if rest.starts_with('"') {
+    if let Some(after) = rest.strip_prefix('"') {
         // Quoted: "a/x" "b/y"
-        if let Some(end) = rest[1..].find("\" ").map(|i| i + 2) {
+        if let Some(end) = after.find("\" ").map(|i| i + 2) {
             let a = unquote(&rest[..end]).map(|p| strip_p1(&p));
             let b = unquote(rest[end..].trim()).map(|p| strip_p1(&p));
             return (a, b);

@@ -68,11 +68,7 @@ pub(super) fn junit(
     rd.config_mut().check_end_names = false;
     let mut depth = 0usize;
     let mut case: Option<(Case, usize)> = None;
-    loop {
-        let ev = match rd.read_event() {
-            Ok(ev) => ev,
-            Err(_) => break,
-        };
+    while let Ok(ev) = rd.read_event() {
         match ev {
             Event::Eof => break,
             Event::Start(e) => {
