@@ -52,6 +52,13 @@ enum Command {
     /// Label an agent run clean, retrieved or suspicious from its trajectory
     /// (exit 0 clean, 1 retrieved, 3 suspicious, 2 error)
     Audit(runproof_integrity::cli::AuditArgs),
+    /// Grade one patch against one task (exit 0 resolved, 1 not resolved, 3 infrastructure failure).
+    Verify(runproof_task::cli::VerifyArgs),
+    /// Grade SWE-bench predictions in parallel, resumable (exit 0 when every instance was graded).
+    Eval(runproof_task::cli::EvalArgs),
+    /// Task-set tools.
+    #[command(subcommand)]
+    Task(runproof_task::cli::TaskCommand),
 }
 
 fn main() -> ExitCode {
@@ -70,12 +77,30 @@ fn main() -> ExitCode {
             &args,
             &mut std::io::stdout().lock(),
         )),
+        Command::Verify(a) => exit(runproof_task::cli::verify(&a, task_runner())),
+        Command::Eval(a) => exit(runproof_task::cli::eval(&a, task_runner())),
+        Command::Task(c) => exit(runproof_task::cli::task(&c, task_runner())),
     }
 }
 
 fn integrity(result: Result<u8, runproof_integrity::error::Error>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("runproof: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The runner for verify/eval: direct (UNSANDBOXED) until the sandbox runner lands.
+fn task_runner() -> std::sync::Arc<dyn runproof_task::TestRunner> {
+    std::sync::Arc::new(runproof_task::DirectRunner)
+}
+
+fn exit(r: Result<i32, runproof_task::cli::CliError>) -> ExitCode {
+    match r {
+        Ok(c) => ExitCode::from(c as u8),
         Err(e) => {
             eprintln!("runproof: {e}");
             ExitCode::from(2)

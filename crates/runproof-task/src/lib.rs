@@ -4,3 +4,23 @@
 //!
 //! It must never trust anything the graded patch produced: reports and logs
 //! from inside a sandbox are hostile input, parsed outside it, bounded in size.
+//!
+//! Execution goes through two seams so the sandbox can take over without
+//! touching the grading logic: [`runner::TestRunner`] (run one command) and
+//! [`env::Workspaces`] (cached environments and per-instance workspaces).
+
+pub mod cli;
+pub mod env;
+pub mod eval;
+pub mod gaming;
+pub mod grade;
+pub mod model;
+pub mod parse;
+pub mod patch;
+pub mod runner;
+
+pub use env::{CopyWorkspaces, Env, EnvError, EnvSpec, Workspace, Workspaces};
+pub use grade::{Harness, InstanceReport, Outcome, PatchChoice};
+pub use model::{LoadError, Prediction, RepoSource, Task, load_predictions, load_tasks};
+pub use parse::{Status, TestFormat, TestResults};
+pub use runner::{DirectRunner, RunRequest, RunResult, RunnerError, TestRunner};
