@@ -93,9 +93,9 @@ fn integrity(result: Result<u8, runproof_integrity::error::Error>) -> ExitCode {
     }
 }
 
-/// The runner for verify/eval: direct (UNSANDBOXED) until the sandbox runner lands.
+/// The runner for verify/eval: every setup and test command in a fresh sandbox.
 fn task_runner() -> std::sync::Arc<dyn runproof_task::TestRunner> {
-    std::sync::Arc::new(runproof_task::DirectRunner)
+    std::sync::Arc::new(runproof_task::SandboxRunner::default())
 }
 
 fn exit(r: Result<i32, runproof_task::cli::CliError>) -> ExitCode {

@@ -18,9 +18,11 @@ pub mod model;
 pub mod parse;
 pub mod patch;
 pub mod runner;
+pub mod sandbox_runner;
 
 pub use env::{CopyWorkspaces, Env, EnvError, EnvSpec, Workspace, Workspaces};
 pub use grade::{Harness, InstanceReport, Outcome, PatchChoice};
 pub use model::{LoadError, Prediction, RepoSource, Task, load_predictions, load_tasks};
 pub use parse::{Status, TestFormat, TestResults};
 pub use runner::{DirectRunner, RunRequest, RunResult, RunnerError, TestRunner};
+pub use sandbox_runner::SandboxRunner;

@@ -255,11 +255,11 @@ fn kill_group(pgid: i32) {
     }
 }
 
-type Chunk = (usize, Vec<u8>, bool);
+pub(crate) type Chunk = (usize, Vec<u8>, bool);
 
 /// Reads a pipe to the end keeping at most `max` bytes: the first half and the
 /// last half, with a marker where the middle was dropped.
-fn spawn_reader<R: Read + Send + 'static>(
+pub(crate) fn spawn_reader<R: Read + Send + 'static>(
     mut r: R,
     max: usize,
     idx: usize,

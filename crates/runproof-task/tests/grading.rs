@@ -56,7 +56,7 @@ fn timeout_is_infrastructure_not_unresolved() {
 #[test]
 fn failing_setup_runs_once_and_is_reported_as_setup_failure() {
     let d = tempfile::tempdir().unwrap();
-    let counter = d.path().join("counter");
+    let counter = d.path().join("state/counter");
     let setup = format!("echo run >> '{}'; exit 7", counter.display());
     let t = py_task(
         d.path(),
@@ -64,7 +64,7 @@ fn failing_setup_runs_once_and_is_reported_as_setup_failure() {
         &[("test_a.py", T)],
         json!({"setup": [setup]}),
     );
-    let h = common::harness(&d.path().join("c"));
+    let h = common::harness_writable(&d.path().join("c"), &d.path().join("state"));
     for i in 0..3 {
         let r = h.grade(&t, "m", PatchChoice::Empty, &d.path().join(format!("o{i}")));
         assert_eq!(r.status, Outcome::SetupFailed);
@@ -83,7 +83,7 @@ fn failing_setup_runs_once_and_is_reported_as_setup_failure() {
 #[test]
 fn setup_runs_once_per_environment_and_its_output_is_in_the_workspace() {
     let d = tempfile::tempdir().unwrap();
-    let counter = d.path().join("counter");
+    let counter = d.path().join("state/counter");
     let setup = format!(
         "echo run >> '{}'; echo built > built.txt",
         counter.display()
@@ -95,7 +95,7 @@ fn setup_runs_once_per_environment_and_its_output_is_in_the_workspace() {
         &[("test_a.py", test)],
         json!({"setup": [setup]}),
     );
-    let h = common::harness(&d.path().join("c"));
+    let h = common::harness_writable(&d.path().join("c"), &d.path().join("state"));
     for i in 0..3 {
         let r = h.grade(&t, "m", PatchChoice::Empty, &d.path().join(format!("o{i}")));
         assert_eq!(r.status, Outcome::Resolved, "{:?}", r.detail);
@@ -210,7 +210,7 @@ fn fuzzy_fallback_applies_what_git_apply_refuses() {
 #[test]
 fn reruns_recover_a_flaky_test_and_name_it() {
     let d = tempfile::tempdir().unwrap();
-    let counter = d.path().join("flaky-counter");
+    let counter = d.path().join("state/flaky-counter");
     // Fails on runs 0 and 1 of every four, passes on runs 2 and 3.
     let test = format!(
         "import os\nP = {:?}\n\ndef test_flaky():\n    n = int(open(P).read()) if os.path.exists(P) else 0\n    open(P, 'w').write(str(n + 1))\n    assert n % 4 >= 2\n",
@@ -224,7 +224,7 @@ fn reruns_recover_a_flaky_test_and_name_it() {
     );
     let h = Harness {
         reruns: 2,
-        ..common::harness(&d.path().join("c"))
+        ..common::harness_writable(&d.path().join("c"), &d.path().join("state"))
     };
     let r = h.grade(&t, "m", PatchChoice::Empty, &d.path().join("o"));
     assert_eq!(r.status, Outcome::Resolved, "{:?}", r.detail);
@@ -236,7 +236,7 @@ fn reruns_recover_a_flaky_test_and_name_it() {
     let mut t2 = t.clone();
     t2.patch = Some(gold);
     let v = validate_task(
-        &common::harness(&d.path().join("c")),
+        &common::harness_writable(&d.path().join("c"), &d.path().join("state")),
         &t2,
         2,
         &d.path().join("v"),
@@ -306,4 +306,49 @@ fn model_changes_to_test_files_and_ini_options_are_reverted() {
     let paths: Vec<&str> = r.neutralised.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, vec!["setup.cfg", "test_a.py"]);
     assert_eq!(r.status, Outcome::Unresolved);
+}
+
+/// A patch whose code, once the tests import it, attacks the grader's host:
+/// writes next to the grader's output, reads a host file outside the
+/// workspace, and phones home. The sandboxed runner contains all of it, and
+/// the verdict comes from the parser outside the sandbox.
+#[test]
+fn hostile_patch_is_contained_by_the_sandboxed_runner() {
+    let d = tempfile::tempdir().unwrap();
+    let secret = d.path().join("host-secret.txt");
+    std::fs::write(&secret, "HOST-SECRET").unwrap();
+    let out = d.path().join("o");
+    let payload = format!(
+        "import socket\nfor p in [{out:?} + '/report.json', {planted:?}]:\n    try:\n        open(p, 'w').write('{{\"resolved\": true}}')\n    except OSError:\n        pass\ntry:\n    LEAK = open({secret:?}).read()\nexcept OSError:\n    LEAK = ''\ntry:\n    socket.create_connection(('93.184.216.34', 80), timeout=1)\n    NET = True\nexcept OSError:\n    NET = False\n",
+        out = out.to_str().unwrap(),
+        planted = d.path().join("planted").to_str().unwrap(),
+        secret = secret.to_str().unwrap(),
+    );
+    let t = py_task(
+        d.path(),
+        "hostile",
+        &[
+            (
+                "test_a.py",
+                "import evil\n\ndef test_ok():\n    assert evil.LEAK == '' and not evil.NET\n",
+            ),
+            ("evil.py", "LEAK = ''\nNET = False\n"),
+        ],
+        json!({}),
+    );
+    let patch = common::diff(&d.path().join("repo-hostile"), &[("evil.py", &payload)]);
+    let h = common::harness(&d.path().join("c"));
+    let r = h.grade(&t, "m", PatchChoice::Model(Some(&patch)), &out);
+    assert!(
+        !d.path().join("planted").exists(),
+        "the patch wrote outside its workspace"
+    );
+    // The test asserts the secret was unreadable and the network closed.
+    assert_eq!(r.status, Outcome::Resolved, "{:?}", r.detail);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(
+        report.to_string().contains("hostile"),
+        "the grader's report was overwritten: {report}"
+    );
 }

@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 //! Helpers for the integration tests: real git repositories, real tasks.
 
-use runproof_task::{CopyWorkspaces, DirectRunner, Harness, Task, load_tasks};
+use runproof_task::{CopyWorkspaces, Harness, SandboxRunner, Task, load_tasks};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -87,9 +87,21 @@ pub fn task(dir: &Path, json: serde_json::Value) -> Task {
 
 pub fn harness(cache: &Path) -> Harness {
     Harness {
-        runner: Arc::new(DirectRunner),
+        runner: Arc::new(SandboxRunner::default()),
         workspaces: Arc::new(CopyWorkspaces::new(cache)),
         reruns: 0,
         keep_workspaces: false,
+    }
+}
+
+/// A harness whose sandbox may also write `state` (a host directory where a
+/// test keeps counters that must survive between runs).
+pub fn harness_writable(cache: &Path, state: &Path) -> Harness {
+    std::fs::create_dir_all(state).unwrap();
+    let mut runner = SandboxRunner::default();
+    runner.policy.paths.write.push(state.to_path_buf());
+    Harness {
+        runner: Arc::new(runner),
+        ..harness(cache)
     }
 }
