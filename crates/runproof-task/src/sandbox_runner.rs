@@ -13,17 +13,9 @@ use runproof_sandbox::{LayerState, Policy, RunSpec, Stdio};
 use crate::runner::{REPORT_DIR_ENV, RunRequest, RunResult, RunnerError, TestRunner, spawn_reader};
 
 /// Runs each request with `runproof_sandbox::run`, starting from `policy`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SandboxRunner {
     pub policy: Policy,
-}
-
-impl Default for SandboxRunner {
-    fn default() -> Self {
-        SandboxRunner {
-            policy: Policy::default(),
-        }
-    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), RunnerError> {
