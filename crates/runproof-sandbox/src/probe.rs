@@ -171,7 +171,7 @@ pub fn doctor() -> Vec<LayerStatus> {
         },
         format!(
             "{} syscalls refused{}",
-            crate::seccomp::DENY.len(),
+            crate::seccomp::deny_rules().count(),
             if notif {
                 "; user notification available: --audit logs every exec and connect"
             } else {

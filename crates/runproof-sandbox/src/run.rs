@@ -308,25 +308,21 @@ fn build_plan(
     }
 
     // Extra rules.
-    for p in &policy.paths.read {
-        let p = absolute(p)?;
-        plan.push(Op::Bind {
-            src: p.clone(),
-            dst: p.clone(),
-            write: false,
-            dev: false,
-        });
-        ll.read.push(p);
-    }
-    for p in &policy.paths.write {
-        let p = absolute(p)?;
-        plan.push(Op::Bind {
-            src: p.clone(),
-            dst: p.clone(),
-            write: true,
-            dev: false,
-        });
-        ll.write.push(p);
+    for (paths, write) in [(&policy.paths.read, false), (&policy.paths.write, true)] {
+        for p in paths {
+            let p = absolute(p)?;
+            plan.push(Op::Bind {
+                src: p.clone(),
+                dst: p.clone(),
+                write,
+                dev: false,
+            });
+            if write {
+                ll.write.push(p)
+            } else {
+                ll.read.push(p)
+            }
+        }
     }
     for p in &policy.paths.deny {
         mask(&mut plan, &absolute(p)?);
@@ -635,7 +631,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         LayerState::Enforced,
         format!(
             "{} syscalls refused, foreign ABIs killed, namespace clone flags, TIOCSTI and vsock refused{}",
-            seccomp::DENY.len(),
+            seccomp::deny_rules().count(),
             if notify_on { "; execve and connect audited by user notification" } else { "" }
         ),
     ));

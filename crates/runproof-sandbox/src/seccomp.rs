@@ -87,110 +87,78 @@ mod syscall_nr {
     pub const clock_settime: libc::c_long = libc::SYS_clock_settime;
     pub const clock_adjtime: libc::c_long = libc::SYS_clock_adjtime;
     pub const vhangup: libc::c_long = libc::SYS_vhangup;
-    #[cfg(target_arch = "x86_64")]
-    pub const iopl: libc::c_long = libc::SYS_iopl;
-    #[cfg(target_arch = "x86_64")]
-    pub const ioperm: libc::c_long = libc::SYS_ioperm;
 }
 
+deny! {
+    io_uring_setup => EPERM, "io_uring runs I/O on kernel threads that seccomp never sees, and it is a large kernel attack surface";
+    io_uring_enter => EPERM, "io_uring (see io_uring_setup)";
+    io_uring_register => EPERM, "io_uring (see io_uring_setup)";
+    bpf => EPERM, "loading BPF programs is kernel attack surface and can read kernel memory";
+    perf_event_open => EPERM, "performance counters leak host activity and are a frequent kernel exploit entry";
+    keyctl => EPERM, "kernel keyrings are not namespaced: host keys could be read or planted";
+    add_key => EPERM, "kernel keyrings (see keyctl)";
+    request_key => EPERM, "kernel keyrings (see keyctl)";
+    ptrace => EPERM, "tracing another process reads its memory and hijacks it, including the sandbox's init";
+    process_vm_readv => EPERM, "reads another process's memory (as ptrace)";
+    process_vm_writev => EPERM, "writes another process's memory (as ptrace)";
+    pidfd_getfd => EPERM, "steals file descriptors from another process (as ptrace)";
+    kcmp => EPERM, "compares kernel objects of other processes: an information leak";
+    kexec_load => EPERM, "replaces the running kernel";
+    kexec_file_load => EPERM, "replaces the running kernel";
+    init_module => EPERM, "loads kernel code";
+    finit_module => EPERM, "loads kernel code";
+    delete_module => EPERM, "unloads kernel code";
+    reboot => EPERM, "reboots the machine, or the PID namespace";
+    mount => EPERM, "changing mounts could undo the sandbox's view of the file system";
+    umount2 => EPERM, "unmounting could reveal what the sandbox hides";
+    pivot_root => EPERM, "changes the root the sandbox was given";
+    chroot => EPERM, "changes root; with open descriptors it is an escape pattern";
+    open_tree => EPERM, "new mount API (see mount)";
+    move_mount => EPERM, "new mount API (see mount)";
+    fsopen => EPERM, "new mount API (see mount)";
+    fsconfig => EPERM, "new mount API (see mount)";
+    fsmount => EPERM, "new mount API (see mount)";
+    fspick => EPERM, "new mount API (see mount)";
+    mount_setattr => EPERM, "could clear read-only and nosuid flags on the sandbox's mounts";
+    unshare => EPERM, "a nested user namespace hands back every capability and the kernel attack surface that comes with it";
+    setns => EPERM, "joining other namespaces (see unshare)";
+    userfaultfd => EPERM, "stalls kernel page faults at will, the classic way to win kernel races";
+    open_by_handle_at => EPERM, "opens files by handle, bypassing the mount view (the 'shocker' escape)";
+    name_to_handle_at => EPERM, "file handles (see open_by_handle_at)";
+    fanotify_init => EPERM, "watches file access system-wide";
+    swapon => EPERM, "machine administration";
+    swapoff => EPERM, "machine administration";
+    syslog => EPERM, "the kernel log leaks kernel addresses and host activity";
+    acct => EPERM, "process accounting is machine administration";
+    quotactl => EPERM, "disk quotas are machine administration";
+    settimeofday => EPERM, "the clock is shared with the host";
+    clock_settime => EPERM, "the clock is shared with the host";
+    clock_adjtime => EPERM, "the clock is shared with the host";
+    vhangup => EPERM, "hangs up the terminal of other sessions";
+}
+
+/// Architecture-specific additions to [`DENY`].
 #[cfg(target_arch = "x86_64")]
-deny! {
-    io_uring_setup => EPERM, "io_uring runs I/O on kernel threads that seccomp never sees, and it is a large kernel attack surface";
-    io_uring_enter => EPERM, "io_uring (see io_uring_setup)";
-    io_uring_register => EPERM, "io_uring (see io_uring_setup)";
-    bpf => EPERM, "loading BPF programs is kernel attack surface and can read kernel memory";
-    perf_event_open => EPERM, "performance counters leak host activity and are a frequent kernel exploit entry";
-    keyctl => EPERM, "kernel keyrings are not namespaced: host keys could be read or planted";
-    add_key => EPERM, "kernel keyrings (see keyctl)";
-    request_key => EPERM, "kernel keyrings (see keyctl)";
-    ptrace => EPERM, "tracing another process reads its memory and hijacks it, including the sandbox's init";
-    process_vm_readv => EPERM, "reads another process's memory (as ptrace)";
-    process_vm_writev => EPERM, "writes another process's memory (as ptrace)";
-    pidfd_getfd => EPERM, "steals file descriptors from another process (as ptrace)";
-    kcmp => EPERM, "compares kernel objects of other processes: an information leak";
-    kexec_load => EPERM, "replaces the running kernel";
-    kexec_file_load => EPERM, "replaces the running kernel";
-    init_module => EPERM, "loads kernel code";
-    finit_module => EPERM, "loads kernel code";
-    delete_module => EPERM, "unloads kernel code";
-    reboot => EPERM, "reboots the machine, or the PID namespace";
-    mount => EPERM, "changing mounts could undo the sandbox's view of the file system";
-    umount2 => EPERM, "unmounting could reveal what the sandbox hides";
-    pivot_root => EPERM, "changes the root the sandbox was given";
-    chroot => EPERM, "changes root; with open descriptors it is an escape pattern";
-    open_tree => EPERM, "new mount API (see mount)";
-    move_mount => EPERM, "new mount API (see mount)";
-    fsopen => EPERM, "new mount API (see mount)";
-    fsconfig => EPERM, "new mount API (see mount)";
-    fsmount => EPERM, "new mount API (see mount)";
-    fspick => EPERM, "new mount API (see mount)";
-    mount_setattr => EPERM, "could clear read-only and nosuid flags on the sandbox's mounts";
-    unshare => EPERM, "a nested user namespace hands back every capability and the kernel attack surface that comes with it";
-    setns => EPERM, "joining other namespaces (see unshare)";
-    userfaultfd => EPERM, "stalls kernel page faults at will, the classic way to win kernel races";
-    open_by_handle_at => EPERM, "opens files by handle, bypassing the mount view (the 'shocker' escape)";
-    name_to_handle_at => EPERM, "file handles (see open_by_handle_at)";
-    fanotify_init => EPERM, "watches file access system-wide";
-    swapon => EPERM, "machine administration";
-    swapoff => EPERM, "machine administration";
-    syslog => EPERM, "the kernel log leaks kernel addresses and host activity";
-    acct => EPERM, "process accounting is machine administration";
-    quotactl => EPERM, "disk quotas are machine administration";
-    settimeofday => EPERM, "the clock is shared with the host";
-    clock_settime => EPERM, "the clock is shared with the host";
-    clock_adjtime => EPERM, "the clock is shared with the host";
-    vhangup => EPERM, "hangs up the terminal of other sessions";
-    iopl => EPERM, "raw I/O port access";
-    ioperm => EPERM, "raw I/O port access";
-}
-
+pub const DENY_ARCH: &[Rule] = &[
+    Rule {
+        name: "iopl",
+        nr: libc::SYS_iopl,
+        errno: libc::EPERM,
+        why: "raw I/O port access",
+    },
+    Rule {
+        name: "ioperm",
+        nr: libc::SYS_ioperm,
+        errno: libc::EPERM,
+        why: "raw I/O port access",
+    },
+];
 #[cfg(not(target_arch = "x86_64"))]
-deny! {
-    io_uring_setup => EPERM, "io_uring runs I/O on kernel threads that seccomp never sees, and it is a large kernel attack surface";
-    io_uring_enter => EPERM, "io_uring (see io_uring_setup)";
-    io_uring_register => EPERM, "io_uring (see io_uring_setup)";
-    bpf => EPERM, "loading BPF programs is kernel attack surface and can read kernel memory";
-    perf_event_open => EPERM, "performance counters leak host activity and are a frequent kernel exploit entry";
-    keyctl => EPERM, "kernel keyrings are not namespaced: host keys could be read or planted";
-    add_key => EPERM, "kernel keyrings (see keyctl)";
-    request_key => EPERM, "kernel keyrings (see keyctl)";
-    ptrace => EPERM, "tracing another process reads its memory and hijacks it, including the sandbox's init";
-    process_vm_readv => EPERM, "reads another process's memory (as ptrace)";
-    process_vm_writev => EPERM, "writes another process's memory (as ptrace)";
-    pidfd_getfd => EPERM, "steals file descriptors from another process (as ptrace)";
-    kcmp => EPERM, "compares kernel objects of other processes: an information leak";
-    kexec_load => EPERM, "replaces the running kernel";
-    kexec_file_load => EPERM, "replaces the running kernel";
-    init_module => EPERM, "loads kernel code";
-    finit_module => EPERM, "loads kernel code";
-    delete_module => EPERM, "unloads kernel code";
-    reboot => EPERM, "reboots the machine, or the PID namespace";
-    mount => EPERM, "changing mounts could undo the sandbox's view of the file system";
-    umount2 => EPERM, "unmounting could reveal what the sandbox hides";
-    pivot_root => EPERM, "changes the root the sandbox was given";
-    chroot => EPERM, "changes root; with open descriptors it is an escape pattern";
-    open_tree => EPERM, "new mount API (see mount)";
-    move_mount => EPERM, "new mount API (see mount)";
-    fsopen => EPERM, "new mount API (see mount)";
-    fsconfig => EPERM, "new mount API (see mount)";
-    fsmount => EPERM, "new mount API (see mount)";
-    fspick => EPERM, "new mount API (see mount)";
-    mount_setattr => EPERM, "could clear read-only and nosuid flags on the sandbox's mounts";
-    unshare => EPERM, "a nested user namespace hands back every capability and the kernel attack surface that comes with it";
-    setns => EPERM, "joining other namespaces (see unshare)";
-    userfaultfd => EPERM, "stalls kernel page faults at will, the classic way to win kernel races";
-    open_by_handle_at => EPERM, "opens files by handle, bypassing the mount view (the 'shocker' escape)";
-    name_to_handle_at => EPERM, "file handles (see open_by_handle_at)";
-    fanotify_init => EPERM, "watches file access system-wide";
-    swapon => EPERM, "machine administration";
-    swapoff => EPERM, "machine administration";
-    syslog => EPERM, "the kernel log leaks kernel addresses and host activity";
-    acct => EPERM, "process accounting is machine administration";
-    quotactl => EPERM, "disk quotas are machine administration";
-    settimeofday => EPERM, "the clock is shared with the host";
-    clock_settime => EPERM, "the clock is shared with the host";
-    clock_adjtime => EPERM, "the clock is shared with the host";
-    vhangup => EPERM, "hangs up the terminal of other sessions";
+pub const DENY_ARCH: &[Rule] = &[];
+
+/// Every refused syscall of this architecture, with its reason.
+pub fn deny_rules() -> impl Iterator<Item = &'static Rule> {
+    DENY.iter().chain(DENY_ARCH)
 }
 
 /// Namespace flags refused in `clone(2)`: a new user namespace would hand
@@ -321,7 +289,7 @@ pub fn build(opts: FilterOptions) -> Vec<sock_filter> {
     p.push(stmt(RET_K, RET_ALLOW));
     p.push(stmt(RET_K, deny_ret(libc::EAFNOSUPPORT)));
 
-    for rule in DENY {
+    for rule in deny_rules() {
         p.push(jump(JEQ_K, rule.nr as u32, 0, 1));
         p.push(stmt(RET_K, deny_ret(rule.errno)));
     }
@@ -341,7 +309,7 @@ pub fn build(opts: FilterOptions) -> Vec<sock_filter> {
 /// notified for auditing only.
 pub fn denial_for(nr: i32, args: &[u64; 6]) -> Option<(c_int, String)> {
     let nr = nr as libc::c_long;
-    if let Some(r) = DENY.iter().find(|r| r.nr == nr) {
+    if let Some(r) = deny_rules().find(|r| r.nr == nr) {
         return Some((r.errno, r.name.to_string()));
     }
     if nr == libc::SYS_clone && args[0] & CLONE_NS_FLAGS != 0 {
@@ -412,7 +380,7 @@ mod tests {
     #[test]
     fn every_denied_syscall_has_a_reason_and_is_unique() {
         let mut seen = std::collections::HashSet::new();
-        for r in DENY {
+        for r in deny_rules() {
             assert!(!r.why.is_empty(), "{} has no reason", r.name);
             assert!(seen.insert(r.nr), "{} listed twice", r.name);
         }

@@ -8,6 +8,7 @@
 //! and finally `patch -p1 --fuzz=3` (only for plain text patches), resetting
 //! the touched files between attempts.
 
+use crate::env::git;
 use crate::model::truncate;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -441,23 +442,6 @@ fn stays_inside(dir: &Path, target: &str) -> bool {
         }
     }
     true
-}
-
-fn git(ws: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.current_dir(ws)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .args([
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "user.name=runproof",
-            "-c",
-            "user.email=runproof@localhost",
-        ]);
-    c
 }
 
 fn run_tool(mut c: Command, name: &str) -> Result<(bool, String), PatchError> {
