@@ -100,6 +100,9 @@ fn run_inner(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let mut report = runproof_scan::scan(&args.path, &opts)?;
     if let Some(b) = &baseline {
         b.apply(&mut report);
+        if let Some(file) = &args.baseline {
+            runproof_scan::baseline::suppress_file(&mut report, &args.path, file);
+        }
     }
     let failed = report.worst().is_some_and(|w| w >= args.fail_on);
     let mut shown = report.clone();

@@ -124,6 +124,22 @@ impl Baseline {
     }
 }
 
+/// Drops findings inside the baseline file itself when it lies in the
+/// scanned tree (it quotes the evidence it accepts, so it would otherwise
+/// report itself). Counted in `stats.suppressed`.
+pub fn suppress_file(report: &mut Report, root: &Path, file: &Path) {
+    let (Ok(root), Ok(file)) = (root.canonicalize(), file.canonicalize()) else {
+        return;
+    };
+    let Ok(rel) = file.strip_prefix(&root) else {
+        return;
+    };
+    let rel = rel.to_string_lossy().replace('\\', "/");
+    let before = report.findings.len();
+    report.findings.retain(|f| f.path != rel);
+    report.stats.suppressed += (before - report.findings.len()) as u64;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -428,17 +428,17 @@ fn yarnrc(f: &FileCtx, s: &mut Sink) {
         let kl = k.trim_matches('"').to_ascii_lowercase();
         let ev = format!("{k}: {v}");
         match kl.as_str() {
-            "npmregistryserver" | "registry" | "npmscopes" => {
-                if !v.is_empty() && !default_npm_registry(&v) {
-                    custom_server = true;
-                    s.add(
-                        "registry-override",
-                        f.rel,
-                        line,
-                        format!("yarn installs from {}", short(&v)),
-                        clean(ev.as_bytes()),
-                    );
-                }
+            "npmregistryserver" | "registry" | "npmscopes"
+                if !v.is_empty() && !default_npm_registry(&v) =>
+            {
+                custom_server = true;
+                s.add(
+                    "registry-override",
+                    f.rel,
+                    line,
+                    format!("yarn installs from {}", short(&v)),
+                    clean(ev.as_bytes()),
+                );
             }
             "npmauthtoken" | "npmauthident" if custom_server && v.contains("${") => s.add(
                 "registry-token-forward",

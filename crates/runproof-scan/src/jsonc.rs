@@ -45,9 +45,8 @@ pub fn strip(src: &str) -> String {
                     }
                     i += 1;
                 }
-                for k in i..(i + 2).min(b.len()) {
-                    out[k] = b' ';
-                }
+                let close = (i + 2).min(b.len());
+                out[i..close].fill(b' ');
                 i += 2;
             }
             b',' => {

@@ -182,7 +182,7 @@ pub fn sarif(r: &Report, tool_version: &str) -> String {
     let mut findings: Vec<&crate::model::Finding> = r.findings.iter().collect();
     if findings.len() > SARIF_MAX_RESULTS {
         // Keep the worst ones.
-        findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
         findings.truncate(SARIF_MAX_RESULTS);
     }
     let results: Vec<Value> = findings

@@ -213,6 +213,9 @@ impl Worker {
         }
         if let Ok(rd) = fs::read_dir(&hooks) {
             for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".sample") {
+                    continue; // inert: git only runs hooks without the suffix
+                }
                 match e.file_type() {
                     Ok(ft) if ft.is_file() => files.push(FileJob {
                         abs: e.path(),
