@@ -1615,6 +1615,11 @@ static SECRET_DEST: LazyLock<Regex> = LazyLock::new(|| {
         r"(?i)https?://|\bwebhook|\bcurl\b|\bwget\b|\bto\s+(?:this|the\s+following|our|my)\s+(?:url|endpoint|server|address|webhook)",
     )
 });
+static WRITE_VERB: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?i)\b(?:write|add|append|copy|cp|echo|tee|modify|edit|create|install|put|insert|overwrite|replace|update|ln)\b",
+    )
+});
 static NEGATION: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)\b(?:never|not|don'?t|avoid|must\s+not|no|without)\b"));
 
@@ -1793,11 +1798,17 @@ fn instructions(f: &FileCtx, s: &mut Sink) {
                     h.kind.describe()
                 ),
             ),
-            Kind::AgentConfigWrite => (
-                "agent-instructions-deception",
-                "instructs the agent to change agent or editor configuration outside the project"
-                    .to_string(),
-            ),
+            Kind::AgentConfigWrite
+                if WRITE_VERB.is_match(&f.text[ls..le]) && !NEGATION.is_match(&f.text[ls..le]) =>
+            {
+                (
+                    "agent-instructions-deception",
+                    "instructs the agent to change agent or editor configuration outside the project"
+                        .to_string(),
+                )
+            }
+            // Mentioning where user settings live is not an instruction.
+            Kind::AgentConfigWrite => continue,
             Kind::ApprovalBypass => (
                 "agent-approval-bypass",
                 "instructs the agent to run with its approvals disabled".to_string(),

@@ -90,12 +90,23 @@ fn read_bounded(path: &Path, limit: usize, buf: &mut Vec<u8>) -> std::io::Result
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    buf.clear();
-    let want = (meta.len() as usize).min(limit);
-    buf.reserve(want.min(limit) + 1);
-    let n = (&f).take(limit as u64).read_to_end(buf)?;
-    let longer = meta.len() as usize > limit || (n == limit && (&f).read(&mut [0u8; 1])? == 1);
-    Ok((n, longer))
+    // Read exactly what fstat promised, up to the limit: one read call for
+    // most files, no EOF probe. The buffer only grows (no zeroing per file).
+    let len = meta.len();
+    let want = usize::try_from(len).unwrap_or(usize::MAX).min(limit);
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+    let mut n = 0;
+    while n < want {
+        match (&f).read(&mut buf[n..want]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((n, len > limit as u64))
 }
 
 impl Worker {
