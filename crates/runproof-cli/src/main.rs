@@ -2,6 +2,7 @@
 
 mod cmd_demo;
 mod cmd_run;
+mod cmd_scan;
 mod overlay_cmd;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +60,11 @@ enum Command {
     /// Task-set tools.
     #[command(subcommand)]
     Task(runproof_task::cli::TaskCommand),
+    /// Find what in a project would run code or steer an agent before anything runs.
+    ///
+    /// Exit status: 0 when no finding reaches --fail-on, 1 when one does,
+    /// 2 on a usage or I/O error.
+    Scan(cmd_scan::ScanArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run::run(*args),
         Command::Doctor(args) => cmd_run::doctor(args),
         Command::Demo => cmd_demo::demo(),
+        Command::Scan(args) => cmd_scan::run(args),
         Command::Diff(a) => overlay_cmd::diff(a),
         Command::Apply(a) => overlay_cmd::apply(a),
         Command::Prepare(args) => integrity(runproof_integrity::cli::run_prepare(
