@@ -3,3 +3,5 @@
 //!
 //! It must never lose a charge: a write that cannot be recorded is an error the
 //! caller must act on, never a silent drop.
+
+pub mod time;
