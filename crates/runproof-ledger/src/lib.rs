@@ -4,4 +4,15 @@
 //! It must never lose a charge: a write that cannot be recorded is an error the
 //! caller must act on, never a silent drop.
 
+pub mod budget;
+pub mod prices;
+pub mod report;
+pub mod store;
 pub mod time;
+
+pub use budget::{Budget, BudgetError, BudgetStatus, Reservation};
+pub use prices::{ModelPrice, PriceError, PriceTable, Usage};
+pub use report::{CostOptions, CostReport, CostRow, GroupBy, cost_report, render_text};
+pub use store::{
+    ComputeRecord, Ledger, LedgerError, LedgerWriter, RequestRecord, RunRecord, default_path,
+};
