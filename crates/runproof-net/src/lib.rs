@@ -14,11 +14,13 @@
 
 pub mod audit;
 mod counting;
+pub mod gateway;
 pub mod policy;
 pub mod proxy;
 pub mod socks;
 
 pub use audit::{AuditEvent, AuditSink, JsonlAudit, MemoryAudit, NoAudit};
+pub use gateway::{Gateway, GatewayConfig, GatewayError, LoopPolicy, StopReason, Upstream};
 pub use policy::{Decision, EgressPolicy, RuleError};
 
 /// Environment variables that point a sandboxed program at the proxy and the
