@@ -5,6 +5,7 @@
 //! caller must act on, never a silent drop.
 
 pub mod budget;
+pub mod cli;
 pub mod prices;
 pub mod report;
 pub mod store;

@@ -13,6 +13,7 @@
 //! that point a sandboxed program at them.
 
 pub mod audit;
+pub mod cli;
 mod counting;
 pub mod gateway;
 pub mod policy;

@@ -402,6 +402,44 @@ fn client_hangup_mid_stream_is_charged_from_tokens_seen_and_marked_estimated() {
 }
 
 #[test]
+fn client_hangup_before_the_response_is_charged_for_its_input() {
+    let up = upstream(Arc::new(|_| {
+        Reply::JsonAfter(
+            Duration::from_millis(400),
+            200,
+            json!({"usage": {"prompt_tokens": 9, "completion_tokens": 9}}).to_string(),
+        )
+    }));
+    let h = gateway(
+        &up,
+        Opts {
+            budget: Some(10.0),
+            ..Default::default()
+        },
+    );
+    let body = r#"{"model":"gpt-test","messages":[{"role":"user","content":"slow one"}]}"#;
+    let s = send_request(h.addr, "/v1/chat/completions", &[], body);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(s);
+    let r = &h.records(1)[0];
+    assert_eq!(r.outcome, "client_hangup");
+    assert!(r.estimated);
+    assert_eq!(
+        r.usage,
+        Usage {
+            input: (body.len() as u64).div_ceil(4),
+            ..Usage::default()
+        }
+    );
+    let st = h.gateway.budget().status();
+    assert_eq!(st.reserved, 0.0, "reservation released");
+    assert!(close(st.spent, r.cost_usd.unwrap()));
+    // The gateway dropped its upstream request too.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(up.peer_gone.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
 fn upstream_cut_mid_stream_is_charged_and_marked_estimated() {
     let mut evs = chat_stream(false);
     evs.truncate(3);

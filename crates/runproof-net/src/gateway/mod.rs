@@ -445,10 +445,30 @@ struct Charge {
     start: Instant,
     ts_ms: i64,
     ev: AuditEvent,
+    input_estimate: u64,
+    finished: bool,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        // The client went away while the upstream was still answering: the
+        // input was sent and may be billed, so charge its estimate.
+        if !self.finished {
+            let u = Usage {
+                input: self.input_estimate,
+                ..Usage::default()
+            };
+            self.finish(u, true, "client_hangup", 0);
+        }
+    }
 }
 
 impl Charge {
     fn finish(&mut self, usage: Usage, estimated: bool, outcome: &str, bytes_down: u64) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
         let cost = self.price.map(|p| p.cost(&usage));
         if let Some(r) = self.reservation.take() {
             r.settle(cost.unwrap_or(0.0));
@@ -772,6 +792,8 @@ impl Inner {
             start,
             ts_ms,
             ev,
+            input_estimate,
+            finished: false,
         };
         let resp = match self.client.request(up).await {
             Ok(r) => r,

@@ -48,6 +48,8 @@ pub enum Reply {
     SseThenHang(Vec<String>),
     /// SSE chunks spaced by a delay.
     SseSlow(Vec<String>, Duration),
+    /// A JSON answer after a delay; counts the peer as gone if it left.
+    JsonAfter(Duration, u16, String),
 }
 
 pub struct Upstream_ {
@@ -134,6 +136,21 @@ fn serve_conn(
         };
         match reply {
             Reply::Json(status, body) => {
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            Reply::JsonAfter(d, status, body) => {
+                std::thread::sleep(d);
+                // A closed peer shows as EOF on a non-blocking peek.
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 1];
+                if matches!(s.peek(&mut b), Ok(0)) {
+                    gone.fetch_add(1, Ordering::SeqCst);
+                }
+                s.set_nonblocking(false).unwrap();
                 let _ = write!(
                     s,
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
