@@ -3,7 +3,7 @@
 //! concurrency, in one run. Prints latency percentiles, throughput and the
 //! ratios. Only 127.0.0.1 is contacted; every loop is bounded in time.
 //!
-//! Usage: gateway_bench [--concurrency N] [--seconds S] [--stream]
+//! Usage: gateway_bench [--concurrency N] [--seconds S] [--stream] [--rate R]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,11 +71,24 @@ struct Run {
     elapsed: Duration,
 }
 
-async fn load(addr: SocketAddr, conc: usize, dur: Duration, body: &'static str) -> Run {
+/// Closed loop (`rate` None: each connection sends its next request as soon
+/// as the last one is answered, so the load saturates) or paced (`rate`
+/// requests/s spread evenly over the connections, so latency shows the cost
+/// of processing rather than queueing).
+async fn load(
+    addr: SocketAddr,
+    conc: usize,
+    dur: Duration,
+    body: &'static str,
+    rate: Option<f64>,
+) -> Run {
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = Vec::new();
-    for _ in 0..conc {
+    for i in 0..conc {
+        let interval = rate.map(|r| Duration::from_secs_f64(conc as f64 / r));
+        let mut next =
+            start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / conc as f64));
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
             let (mut ok, mut errors) = (0u64, 0u64);
@@ -86,6 +99,10 @@ async fn load(addr: SocketAddr, conc: usize, dur: Duration, body: &'static str) 
                 .unwrap();
             tokio::spawn(conn);
             while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
                 let req = Request::post("/v1/chat/completions")
                     .header("host", "127.0.0.1")
                     .header("content-type", "application/json")
@@ -142,6 +159,7 @@ fn main() {
     let mut conc = 64usize;
     let mut secs = 5u64;
     let mut stream = false;
+    let mut rate: Option<f64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -158,8 +176,15 @@ fn main() {
                     .expect("--seconds S")
             }
             "--stream" => stream = true,
+            "--rate" => {
+                rate = Some(
+                    args.next()
+                        .and_then(|x| x.parse().ok())
+                        .expect("--rate REQ_PER_S"),
+                )
+            }
             other => panic!(
-                "unknown argument {other:?}; usage: gateway_bench [--concurrency N] [--seconds S] [--stream]"
+                "unknown argument {other:?}; usage: gateway_bench [--concurrency N] [--seconds S] [--stream] [--rate R]"
             ),
         }
     }
@@ -207,6 +232,7 @@ fn main() {
         audit: Arc::new(runproof_net::NoAudit),
         loops: LoopPolicy {
             window: 0,
+            max_usd_without_change: None,
             threshold: 0,
             stop: false,
         },
@@ -221,10 +247,10 @@ fn main() {
 
     let dur = Duration::from_secs(secs);
     // Warm both paths (connection pools, page cache), then measure.
-    load_rt.block_on(load(up_addr, conc, Duration::from_millis(500), body));
-    load_rt.block_on(load(gw_addr, conc, Duration::from_millis(500), body));
-    let direct = load_rt.block_on(load(up_addr, conc, dur, body));
-    let via = load_rt.block_on(load(gw_addr, conc, dur, body));
+    load_rt.block_on(load(up_addr, conc, Duration::from_millis(500), body, None));
+    load_rt.block_on(load(gw_addr, conc, Duration::from_millis(500), body, None));
+    let direct = load_rt.block_on(load(up_addr, conc, dur, body, rate));
+    let via = load_rt.block_on(load(gw_addr, conc, dur, body, rate));
     writer.flush().expect("ledger flush");
     let recorded = Ledger::open(&ledger_path)
         .unwrap()

@@ -763,6 +763,7 @@ fn runaway_loop_is_flagged_and_stopped_by_policy() {
                 window: 10,
                 threshold: 3,
                 stop: true,
+                max_usd_without_change: None,
             },
             ..Default::default()
         },
@@ -810,6 +811,54 @@ fn runaway_loop_is_flagged_and_stopped_by_policy() {
         429
     );
     assert_eq!(up.seen.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn spending_without_workspace_change_is_stopped_by_policy() {
+    // Each call costs 1000 * 1e-6 = 0.001.
+    let up = upstream(Arc::new(|_| {
+        Reply::Json(
+            200,
+            json!({"usage": {"prompt_tokens": 1000, "completion_tokens": 0}}).to_string(),
+        )
+    }));
+    let loops = LoopPolicy {
+        window: 0,
+        threshold: 0,
+        stop: true,
+        max_usd_without_change: Some(0.0025),
+    };
+    let h = gateway(
+        &up,
+        Opts {
+            loops,
+            ..Default::default()
+        },
+    );
+    let call = |i: u32| {
+        post(
+            h.addr,
+            "/v1/chat/completions",
+            &[],
+            &format!(
+                r#"{{"model":"gpt-test","messages":[{{"role":"user","content":"step {i}"}}]}}"#
+            ),
+        )
+        .status
+    };
+    assert_eq!(call(1), 200);
+    assert_eq!(call(2), 200);
+    h.gateway.note_workspace_change(); // progress: the counter starts again
+    assert_eq!(call(3), 200);
+    assert_eq!(call(4), 200);
+    assert!(!h.gateway.loop_flagged());
+    assert_eq!(call(5), 200); // 0.003 since the change: flagged after this one
+    assert!(h.gateway.loop_flagged());
+    assert_eq!(call(6), 429);
+    assert_eq!(
+        h.stops.lock().unwrap().as_slice(),
+        &[StopReason::RunawayLoop]
+    );
 }
 
 #[test]

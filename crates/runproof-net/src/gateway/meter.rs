@@ -108,9 +108,17 @@ impl AnthropicTotals {
     }
 }
 
+/// A response body decoded for its `usage` member only (the rest is skipped
+/// without being built into values).
+#[derive(Debug, serde::Deserialize)]
+pub struct UsageOnly {
+    #[serde(default)]
+    pub usage: Option<Value>,
+}
+
 /// Usage of a whole (non-streamed) response body.
-pub fn usage_of_body(api: Api, body: &Value) -> Option<Usage> {
-    let u = body.get("usage")?;
+pub fn usage_of_body(api: Api, body: &UsageOnly) -> Option<Usage> {
+    let u = body.usage.as_ref()?;
     match api {
         Api::OpenAiChat => openai_chat_usage(u),
         Api::OpenAiResponses => openai_responses_usage(u),

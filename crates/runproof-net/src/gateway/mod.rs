@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use runproof_ledger::{
     Budget, BudgetError, LedgerWriter, ModelPrice, PriceTable, RequestRecord, Reservation, Usage,
 };
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -81,11 +82,15 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// Runaway-loop detection: `threshold` near-identical requests among the
-/// last `window` flag the run; with `stop` the gateway then refuses traffic.
+/// last `window` flag the run, and so does spending more than
+/// `max_usd_without_change` since the caller last reported a change in the
+/// workspace ([`Gateway::note_workspace_change`]). With `stop` the gateway
+/// then refuses traffic.
 #[derive(Debug, Clone, Copy)]
 pub struct LoopPolicy {
     pub window: usize,
     pub threshold: usize,
+    pub max_usd_without_change: Option<f64>,
     pub stop: bool,
 }
 
@@ -94,6 +99,7 @@ impl Default for LoopPolicy {
         LoopPolicy {
             window: 20,
             threshold: 6,
+            max_usd_without_change: None,
             stop: false,
         }
     }
@@ -140,6 +146,8 @@ struct Inner {
     loops: LoopPolicy,
     recent: Mutex<VecDeque<u64>>,
     loop_flagged: AtomicBool,
+    /// Spend since the last reported workspace change, nano-USD.
+    spent_since_change: AtomicU64,
     budget_stop_sent: AtomicBool,
     warned_unpriced: Mutex<std::collections::HashSet<String>>,
     max_body: usize,
@@ -211,6 +219,7 @@ impl Gateway {
                 loops: cfg.loops,
                 recent: Mutex::new(VecDeque::new()),
                 loop_flagged: AtomicBool::new(false),
+                spent_since_change: AtomicU64::new(0),
                 budget_stop_sent: AtomicBool::new(false),
                 warned_unpriced: Mutex::new(Default::default()),
                 max_body: cfg.max_body_bytes,
@@ -227,6 +236,12 @@ impl Gateway {
     /// True once near-identical requests passed the loop threshold.
     pub fn loop_flagged(&self) -> bool {
         self.inner.loop_flagged.load(Ordering::Relaxed)
+    }
+
+    /// Tell the gateway the run's workspace changed (the agent made
+    /// progress): resets the spend-without-change counter.
+    pub fn note_workspace_change(&self) {
+        self.inner.spent_since_change.store(0, Ordering::Relaxed);
     }
 
     /// Serve on an already-bound listener until the future is dropped
@@ -393,11 +408,14 @@ fn route(path: &str) -> Option<Api> {
 /// Fingerprint of the part of a request that repeats in a runaway loop: the
 /// model and the last message, with whitespace collapsed and digits blurred
 /// (timestamps, counters and ids do not make a request new).
-fn loop_fingerprint(body: &Value) -> Option<u64> {
-    let last = match body.get("messages").or_else(|| body.get("input"))? {
-        Value::Array(a) => a.last()?,
-        other => other,
+fn loop_fingerprint(model: &str, conversation: Option<&RawValue>) -> Option<u64> {
+    let conversation = conversation?;
+    let last: Value = match serde_json::from_str::<Vec<&RawValue>>(conversation.get()) {
+        Ok(items) => serde_json::from_str(items.last()?.get()).ok()?,
+        // `input` may be a plain string.
+        Err(_) => serde_json::from_str(conversation.get()).ok()?,
     };
+    let last = &last;
     // The message's strings (role, content, tool output), not its JSON
     // spelling, so escapes do not hide a repeat.
     fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
@@ -428,9 +446,57 @@ fn loop_fingerprint(body: &Value) -> Option<u64> {
         }
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.get("model").map(|m| m.to_string()).hash(&mut h);
+    model.hash(&mut h);
     norm.hash(&mut h);
     Some(h.finish())
+}
+
+/// The request fields the gateway reads. Duplicate keys are refused by the
+/// decoder, so the gateway and the upstream cannot read different values.
+#[derive(serde::Deserialize)]
+struct RequestHead<'a> {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    stream: Option<Value>,
+    #[serde(default)]
+    stream_options: Option<Value>,
+    #[serde(default)]
+    max_tokens: Option<Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<Value>,
+    #[serde(default)]
+    max_output_tokens: Option<Value>,
+    #[serde(default, borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    input: Option<&'a RawValue>,
+}
+
+/// The request body with `stream_options.include_usage` set to true. When the
+/// client sent no `stream_options` at all, the member is appended to the
+/// object so every other byte is forwarded as the client wrote it.
+fn with_include_usage(body: &[u8]) -> Option<Bytes> {
+    const NEEDLE: &[u8] = b"stream_options";
+    if !body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        let end = body.iter().rposition(|b| !b.is_ascii_whitespace())?;
+        if body[end] != b'}' {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len() + 48);
+        out.extend_from_slice(&body[..end]);
+        out.extend_from_slice(br#","stream_options":{"include_usage":true}}"#);
+        return Some(Bytes::from(out));
+    }
+    let mut json: Value = serde_json::from_slice(body).ok()?;
+    let obj = json.as_object_mut()?;
+    let so = obj.entry("stream_options").or_insert_with(|| json!({}));
+    if !so.is_object() {
+        *so = json!({});
+    }
+    so.as_object_mut()?
+        .insert("include_usage".into(), Value::Bool(true));
+    Some(Bytes::from(json.to_string()))
 }
 
 /// Everything needed to charge and record one request, whenever it ends.
@@ -507,6 +573,7 @@ impl Charge {
             ));
         }
         inner.audit.record(&self.ev);
+        inner.note_spend(cost.unwrap_or(0.0));
         inner.check_budget_stop();
     }
 }
@@ -521,6 +588,30 @@ impl Inner {
             if let Some(h) = &self.on_stop {
                 h(StopReason::BudgetExhausted);
             }
+        }
+    }
+
+    fn flag_loop(&self, why: &str) {
+        if !self.loop_flagged.swap(true, Ordering::AcqRel) {
+            eprintln!("runproof gateway: runaway loop: {why}");
+            if let Some(h) = &self.on_stop {
+                h(StopReason::RunawayLoop);
+            }
+        }
+    }
+
+    /// Add a settled cost to the spend since the last workspace change.
+    fn note_spend(&self, usd: f64) {
+        let Some(max) = self.loops.max_usd_without_change else {
+            return;
+        };
+        let nano = (usd.max(0.0) * 1e9) as u64;
+        let total = self.spent_since_change.fetch_add(nano, Ordering::Relaxed) + nano;
+        if total as f64 / 1e9 > max {
+            self.flag_loop(&format!(
+                "${:.4} spent without any change in the workspace (limit ${max:.4})",
+                total as f64 / 1e9
+            ));
         }
     }
 
@@ -540,14 +631,9 @@ impl Inner {
         let hits = q.iter().filter(|&&x| x == fp).count();
         drop(q);
         if hits >= threshold {
-            if !self.loop_flagged.swap(true, Ordering::AcqRel) {
-                eprintln!(
-                    "runproof gateway: runaway loop: {hits} near-identical requests among the last {window}"
-                );
-                if let Some(h) = &self.on_stop {
-                    h(StopReason::RunawayLoop);
-                }
-            }
+            self.flag_loop(&format!(
+                "{hits} near-identical requests among the last {window}"
+            ));
             return true;
         }
         false
@@ -628,18 +714,21 @@ impl Inner {
                 );
             }
         };
-        let mut json: Value = match serde_json::from_slice(&bytes) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
+        // Only the fields the gateway needs are decoded; the conversation is
+        // left as raw JSON (decoding it into values costs more than forwarding).
+        let head: RequestHead = match serde_json::from_slice(&bytes) {
+            Ok(h) => h,
+            Err(e) => {
                 return deny(
                     ev,
                     ErrKind::BadRequest,
-                    "request body is not a JSON object".into(),
+                    format!("request body is not a valid JSON object: {e}"),
                 );
             }
         };
-        let Some(model) = json
-            .get("model")
+        let Some(model) = head
+            .model
+            .as_ref()
             .and_then(Value::as_str)
             .map(str::to_string)
         else {
@@ -649,25 +738,32 @@ impl Inner {
                 "request has no \"model\" string".into(),
             );
         };
-        let stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let stream = head
+            .stream
+            .as_ref()
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let mut strip_usage_chunk = false;
         let mut out_bytes = bytes.clone();
         if stream && api == Api::OpenAiChat {
-            let asked = json
-                .pointer("/stream_options/include_usage")
+            let asked = head
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.get("include_usage"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
             if !asked {
-                let obj = json.as_object_mut().expect("checked object");
-                let so = obj.entry("stream_options").or_insert_with(|| json!({}));
-                if !so.is_object() {
-                    *so = json!({});
-                }
-                so.as_object_mut()
-                    .expect("object")
-                    .insert("include_usage".into(), Value::Bool(true));
                 strip_usage_chunk = true;
-                out_bytes = Bytes::from(json.to_string());
+                out_bytes = match with_include_usage(&bytes) {
+                    Some(b) => b,
+                    None => {
+                        return deny(
+                            ev,
+                            ErrKind::BadRequest,
+                            "request body is not a JSON object".into(),
+                        );
+                    }
+                };
             }
         }
 
@@ -696,10 +792,14 @@ impl Inner {
             }
         }
         let input_estimate = meter::estimate_tokens(bytes.len());
-        let max_out = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| json.get(*k).and_then(Value::as_u64))
-            .unwrap_or(u64::MAX);
+        let max_out = [
+            &head.max_tokens,
+            &head.max_completion_tokens,
+            &head.max_output_tokens,
+        ]
+        .iter()
+        .find_map(|v| v.as_ref().and_then(Value::as_u64))
+        .unwrap_or(u64::MAX);
         let estimate = price.map_or(0.0, |p| {
             p.cost(&Usage {
                 input: input_estimate,
@@ -717,7 +817,8 @@ impl Inner {
                 return deny(ev, ErrKind::BudgetBusy, e.to_string());
             }
         };
-        if let Some(fp) = loop_fingerprint(&json)
+        if self.loops.window > 0
+            && let Some(fp) = loop_fingerprint(&model, head.messages.or(head.input))
             && self.note_loop(fp)
         {
             if self.loops.stop {
@@ -852,7 +953,7 @@ impl Inner {
             // Upstream errors are not billed by the providers.
             charge.finish(Usage::default(), false, "upstream_error", n);
         } else {
-            match serde_json::from_slice::<Value>(&body)
+            match serde_json::from_slice::<meter::UsageOnly>(&body)
                 .ok()
                 .and_then(|v| meter::usage_of_body(api, &v))
             {
@@ -1054,11 +1155,36 @@ mod tests {
 
     #[test]
     fn loop_fingerprint_blurs_numbers_and_whitespace() {
-        let a = json!({"model": "m", "messages": [{"role": "user", "content": "run tests at 12:01\n  failed 3"}]});
-        let b = json!({"model": "m", "messages": [{"role": "user", "content": "run tests at 12:07 failed 4"}]});
-        let c = json!({"model": "m", "messages": [{"role": "user", "content": "something else"}]});
-        assert_eq!(loop_fingerprint(&a), loop_fingerprint(&b));
-        assert_ne!(loop_fingerprint(&a), loop_fingerprint(&c));
+        let fp = |v: Value| {
+            let raw = RawValue::from_string(v.to_string()).unwrap();
+            loop_fingerprint("m", Some(&raw))
+        };
+        let a = fp(
+            json!([{"role": "user", "content": "x"}, {"role": "user", "content": "run tests at 12:01\n  failed 3"}]),
+        );
+        let b = fp(json!([{"role": "user", "content": "run tests at 12:07 failed 4"}]));
+        let c = fp(json!([{"role": "user", "content": "something else"}]));
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(fp(json!("plain input 1")), fp(json!("plain input 2")));
+    }
+
+    #[test]
+    fn include_usage_is_appended_without_touching_other_bytes() {
+        let b = with_include_usage(br#"{"model":"m","stream":true,"messages":[]}  "#).unwrap();
+        assert_eq!(
+            &b[..],
+            br#"{"model":"m","stream":true,"messages":[],"stream_options":{"include_usage":true}}"#
+        );
+        let b = with_include_usage(br#"{"model":"m","stream_options":{"include_usage":false}}"#)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let b = with_include_usage(br#"{"model":"m","stream_options":null}"#).unwrap();
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert!(with_include_usage(b"[1]").is_none());
     }
 
     #[test]

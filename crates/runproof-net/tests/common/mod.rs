@@ -366,6 +366,7 @@ impl Default for Opts {
             budget: None,
             loops: LoopPolicy {
                 window: 0,
+                max_usd_without_change: None,
                 threshold: 0,
                 stop: false,
             },
