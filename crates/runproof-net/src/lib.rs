@@ -55,6 +55,67 @@ pub fn sandbox_env(proxy_port: Option<u16>, gateway_port: Option<u16>) -> Vec<(S
     env
 }
 
+/// The proxy and the gateway of one sandbox run, served on their own tokio
+/// runtime (two worker threads) so a caller built on plain threads can start
+/// and stop them with two calls.
+///
+/// Dropping the `Gate` stops both servers and closes their listeners.
+pub struct Gate {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Gate {
+    /// Serve the proxy and/or the gateway on listeners the caller bound (for
+    /// a sandbox: sockets bound inside its network namespace).
+    pub fn start(
+        proxy: Option<(
+            std::net::TcpListener,
+            std::sync::Arc<EgressPolicy>,
+            std::sync::Arc<dyn AuditSink>,
+        )>,
+        gateway: Option<(std::net::TcpListener, Gateway)>,
+    ) -> std::io::Result<Gate> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("runproof-gate")
+            .enable_all()
+            .build()?;
+        if let Some((l, policy, audit)) = proxy {
+            // Convert here so a bad listener is reported to the caller.
+            l.set_nonblocking(true)?;
+            rt.spawn(async move {
+                if let Err(e) = proxy::serve(l, policy, audit).await {
+                    eprintln!("runproof proxy stopped: {e}");
+                }
+            });
+        }
+        if let Some((l, g)) = gateway {
+            l.set_nonblocking(true)?;
+            rt.spawn(async move {
+                if let Err(e) = g.serve(l).await {
+                    eprintln!("runproof gateway stopped: {e}");
+                }
+            });
+        }
+        Ok(Gate { rt: Some(rt) })
+    }
+
+    /// Stop both servers, waiting up to a second for tasks to end.
+    pub fn shutdown(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
