@@ -201,8 +201,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let gw_threads: usize = std::env::var("GATEWAY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let gw_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(gw_threads)
         .enable_all()
         .build()
         .unwrap();
