@@ -136,9 +136,24 @@ pub fn run_proxy(args: &ProxyArgs) -> Result<(), NetCliError> {
     runtime()?.block_on(async move {
         tokio::select! {
             r = crate::proxy::serve(listener, Arc::new(policy), audit) => r.map_err(NetCliError::from),
-            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = interrupted() => Ok(()),
         }
     })
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM: stop serving, then flush the ledger.
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 fn key(var: &str, what: &str) -> Result<String, NetCliError> {
@@ -215,7 +230,7 @@ pub fn run_gateway(args: &GatewayArgs) -> Result<(), NetCliError> {
     let r = rt.block_on(async move {
         tokio::select! {
             r = gateway.serve(listener) => r.map_err(NetCliError::from),
-            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = interrupted() => Ok(()),
         }
     });
     writer.flush()?;
