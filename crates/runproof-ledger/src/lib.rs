@@ -12,7 +12,7 @@ pub mod store;
 pub mod time;
 
 pub use budget::{Budget, BudgetError, BudgetStatus, Reservation};
-pub use prices::{ModelPrice, PriceError, PriceTable, Usage};
+pub use prices::{ComputePrice, ModelPrice, PriceError, PriceTable, Usage};
 pub use report::{CostOptions, CostReport, CostRow, GroupBy, cost_report, render_text};
 pub use store::{
     ComputeRecord, Ledger, LedgerError, LedgerWriter, RequestRecord, RunRecord, default_path,

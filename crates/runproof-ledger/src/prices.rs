@@ -53,6 +53,23 @@ impl ModelPrice {
     }
 }
 
+/// Price of sandbox compute (from the sandbox's cgroup accounting), USD. The
+/// default is zero: compute is free unless the configuration prices it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ComputePrice {
+    pub usd_per_cpu_second: f64,
+    /// Per GiB of memory held for one second.
+    pub usd_per_gib_second: f64,
+}
+
+impl ComputePrice {
+    pub fn cost(&self, cpu_seconds: f64, mem_gib_seconds: f64) -> f64 {
+        let c = cpu_seconds.max(0.0) * self.usd_per_cpu_second
+            + mem_gib_seconds.max(0.0) * self.usd_per_gib_second;
+        if c.is_finite() { c } else { 0.0 }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PriceError {
     #[error("cannot read price file {path}: {source}")]
@@ -203,6 +220,17 @@ mod tests {
         assert_eq!(t.cost("gpt-4o-turbo-imaginary", &u), None);
         // A zero-token request to an unknown model is still unknown, not 0.
         assert_eq!(t.cost("nope", &Usage::default()), None);
+    }
+
+    #[test]
+    fn compute_is_priced_per_cpu_and_memory_second() {
+        let p = ComputePrice {
+            usd_per_cpu_second: 0.0001,
+            usd_per_gib_second: 0.00001,
+        };
+        assert!((p.cost(100.0, 50.0) - 0.0105).abs() < 1e-12);
+        assert_eq!(ComputePrice::default().cost(100.0, 100.0), 0.0);
+        assert_eq!(p.cost(-5.0, 0.0), 0.0);
     }
 
     #[test]

@@ -85,7 +85,16 @@ async fn handle_conn(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     } else {
         let svc = hyper::service::service_fn(move |req| {
             let ctx = ctx.clone();
-            async move { Ok::<_, Infallible>(handle_http(ctx, req, peer).await) }
+            // Run each request as its own task so that a client hanging up
+            // mid-request cannot cancel it before its audit event is written.
+            async move {
+                let resp = tokio::spawn(handle_http(ctx, req, peer))
+                    .await
+                    .unwrap_or_else(|_| {
+                        text_response(StatusCode::INTERNAL_SERVER_ERROR, "request handler failed")
+                    });
+                Ok::<_, Infallible>(resp)
+            }
         });
         let _ = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
