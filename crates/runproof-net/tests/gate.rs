@@ -7,8 +7,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
 use common::*;
-use runproof_ledger::{Budget, Ledger, LedgerWriter};
-use runproof_net::gateway::{Gateway, GatewayConfig, LoopPolicy, Upstream};
+use runproof_ledger::{Ledger, LedgerWriter};
+use runproof_net::gateway::{Gateway, GatewayConfig, Upstream};
 use runproof_net::{EgressPolicy, Gate, MemoryAudit};
 
 #[test]
@@ -26,15 +26,8 @@ fn gate_serves_both_and_stops() {
             base_url: format!("http://{}", up.addr),
             api_key: HOST_KEY.into(),
         }),
-        anthropic: None,
-        run_id: None,
         prices: Arc::new(test_prices()),
-        budget: Budget::new(None),
-        ledger: writer,
-        audit: Arc::new(MemoryAudit::default()),
-        loops: LoopPolicy::default(),
-        max_body_bytes: 1 << 20,
-        on_stop: None,
+        ..GatewayConfig::new(writer)
     })
     .unwrap();
     let pl = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -130,6 +130,26 @@ pub struct GatewayConfig {
     pub on_stop: Option<StopHook>,
 }
 
+impl GatewayConfig {
+    /// Defaults around a ledger writer: no upstream yet, the bundled price
+    /// table, no budget limit (still accounted), no audit sink, loop
+    /// detection that flags but does not stop, 32 MiB bodies.
+    pub fn new(ledger: LedgerWriter) -> Self {
+        GatewayConfig {
+            openai: None,
+            anthropic: None,
+            run_id: None,
+            prices: Arc::new(PriceTable::bundled()),
+            budget: Budget::new(None),
+            ledger,
+            audit: Arc::new(crate::audit::NoAudit),
+            loops: LoopPolicy::default(),
+            max_body_bytes: 32 << 20,
+            on_stop: None,
+        }
+    }
+}
+
 struct Target {
     base: String,
     key: HeaderValue,
