@@ -241,6 +241,9 @@ pub struct EgressPolicy {
     allow_private_addresses: Vec<IpAddr>,
     /// Connect timeout towards upstream hosts.
     pub connect_timeout: std::time::Duration,
+    /// Most client connections the proxy serves at once; more wait in the
+    /// listen backlog, so a sandbox cannot exhaust the host's descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for EgressPolicy {
@@ -250,6 +253,7 @@ impl Default for EgressPolicy {
             deny: Vec::new(),
             allow_private_addresses: Vec::new(),
             connect_timeout: std::time::Duration::from_secs(10),
+            max_connections: 1024,
         }
     }
 }

@@ -30,6 +30,9 @@ use crate::socks::{self, SocksHost};
 
 /// How long a client may take to send its first request or SOCKS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most client connections the gateway serves at once (the proxy's limit is
+/// [`EgressPolicy::max_connections`]).
+pub const MAX_CONNECTIONS: usize = 1024;
 /// How long name resolution may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,7 +58,15 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let ctx = Arc::new(Ctx { policy, audit });
     let mut conns = JoinSet::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        ctx.policy.max_connections.max(1),
+    ));
     loop {
+        // At the limit, stop accepting: further clients wait in the backlog
+        // instead of exhausting the host's file descriptors.
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return Ok(());
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -69,12 +80,16 @@ pub async fn serve(
         let ctx = ctx.clone();
         conns.spawn(async move {
             let _ = stream.set_nodelay(true);
-            handle_conn(ctx, stream, peer).await;
+            handle_conn(ctx, stream, peer, Arc::new(permit)).await;
         });
     }
 }
 
-async fn handle_conn(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+/// Held for as long as anything serves a client connection (including a
+/// CONNECT tunnel, which outlives the HTTP connection task).
+type ConnPermit = Arc<tokio::sync::OwnedSemaphorePermit>;
+
+async fn handle_conn(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, permit: ConnPermit) {
     let mut first = [0u8; 1];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
@@ -85,10 +100,11 @@ async fn handle_conn(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     } else {
         let svc = hyper::service::service_fn(move |req| {
             let ctx = ctx.clone();
+            let permit = permit.clone();
             // Run each request as its own task so that a client hanging up
             // mid-request cannot cancel it before its audit event is written.
             async move {
-                let resp = tokio::spawn(handle_http(ctx, req, peer))
+                let resp = tokio::spawn(handle_http(ctx, req, peer, permit))
                     .await
                     .unwrap_or_else(|_| {
                         text_response(StatusCode::INTERNAL_SERVER_ERROR, "request handler failed")
@@ -193,6 +209,7 @@ async fn handle_http(
     ctx: Arc<Ctx>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    permit: ConnPermit,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let is_connect = req.method() == Method::CONNECT;
@@ -280,6 +297,7 @@ async fn handle_http(
         let on_upgrade = hyper::upgrade::on(&mut req);
         let ctx2 = ctx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut upstream = upstream;
             match on_upgrade.await {
                 Ok(upgraded) => {

@@ -440,3 +440,32 @@ fn garbage_and_oversized_input_do_not_break_the_proxy() {
     write!(s, "CONNECT localhost:{} HTTP/1.1\r\n\r\n", up.addr.port()).unwrap();
     assert!(read_head(&mut s).starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn connections_beyond_the_limit_wait_until_one_closes() {
+    let up = upstream();
+    let mut policy = opened(&["localhost"]);
+    policy.max_connections = 2;
+    let p = start_proxy(policy);
+    let tunnel = |s: &mut TcpStream| {
+        write!(s, "CONNECT localhost:{} HTTP/1.1\r\n\r\n", up.addr.port()).unwrap();
+        read_head(s)
+    };
+    let mut a = connect(p.addr);
+    let mut b = connect(p.addr);
+    assert!(tunnel(&mut a).starts_with("HTTP/1.1 200"));
+    assert!(tunnel(&mut b).starts_with("HTTP/1.1 200"));
+    // The third is accepted by the kernel backlog but not served...
+    let mut c = connect(p.addr);
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    write!(c, "CONNECT localhost:{} HTTP/1.1\r\n\r\n", up.addr.port()).unwrap();
+    let mut byte = [0u8; 1];
+    let r = c.read(&mut byte);
+    assert!(r.is_err(), "served beyond the limit: {r:?} {byte:?}");
+    // ...until one of the first two goes away.
+    drop(a);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(read_head(&mut c).starts_with("HTTP/1.1 200"));
+    drop(b);
+}

@@ -271,7 +271,11 @@ impl Gateway {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let mut conns = JoinSet::new();
+        let limit = Arc::new(tokio::sync::Semaphore::new(crate::proxy::MAX_CONNECTIONS));
         loop {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return Ok(());
+            };
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
@@ -283,6 +287,7 @@ impl Gateway {
             while conns.try_join_next().is_some() {}
             let inner = self.inner.clone();
             conns.spawn(async move {
+                let _permit = permit;
                 let _ = stream.set_nodelay(true);
                 let svc = hyper::service::service_fn(move |req| {
                     let inner = inner.clone();
