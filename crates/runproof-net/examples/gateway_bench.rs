@@ -242,6 +242,7 @@ fn main() {
         },
         max_body_bytes: 8 << 20,
         on_stop: None,
+        extra_root_certs: Vec::new(),
     })
     .unwrap();
     let gl = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -98,6 +98,9 @@ pub struct GatewayArgs {
     /// Refuse traffic once near-identical requests repeat (runaway loop).
     #[arg(long)]
     pub stop_on_loop: bool,
+    /// Extra CA certificates (PEM) to trust for upstream TLS.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn bind_loopback(addr: SocketAddr) -> Result<TcpListener, NetCliError> {
@@ -220,6 +223,10 @@ pub fn run_gateway(args: &GatewayArgs) -> Result<(), NetCliError> {
             },
             max_body_bytes: 32 << 20,
             on_stop: None,
+            extra_root_certs: match &args.ca_file {
+                Some(p) => crate::gateway::load_pem_certs(p)?,
+                None => Vec::new(),
+            },
         })?
     };
     eprintln!(

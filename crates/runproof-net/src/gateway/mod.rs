@@ -60,6 +60,10 @@ pub enum GatewayError {
     BadUpstream(String),
     #[error("cannot set up TLS for upstream connections: {0}")]
     Tls(String),
+    #[error(
+        "cannot read CA certificates from {path}: {msg} (expected PEM `BEGIN CERTIFICATE` blocks)"
+    )]
+    CaFile { path: String, msg: String },
 }
 
 /// A real API on the host side.
@@ -128,6 +132,27 @@ pub struct GatewayConfig {
     /// Largest request or non-streamed response body accepted.
     pub max_body_bytes: usize,
     pub on_stop: Option<StopHook>,
+    /// Certificates (DER) trusted for upstream TLS in addition to the bundled
+    /// Mozilla roots: a company proxy's CA, or a test server's.
+    pub extra_root_certs: Vec<Vec<u8>>,
+}
+
+/// Read PEM certificates (for [`GatewayConfig::extra_root_certs`]).
+pub fn load_pem_certs(path: &std::path::Path) -> Result<Vec<Vec<u8>>, GatewayError> {
+    use rustls::pki_types::pem::PemObject;
+    let err = |msg: String| GatewayError::CaFile {
+        path: path.display().to_string(),
+        msg,
+    };
+    let data = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&data)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate found".into()));
+    }
+    Ok(certs)
 }
 
 impl GatewayConfig {
@@ -146,6 +171,7 @@ impl GatewayConfig {
             loops: LoopPolicy::default(),
             max_body_bytes: 32 << 20,
             on_stop: None,
+            extra_root_certs: Vec::new(),
         }
     }
 }
@@ -214,8 +240,22 @@ impl Gateway {
         http.set_nodelay(true);
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(15)));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for der in &cfg.extra_root_certs {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der.clone()))
+                .map_err(|e| GatewayError::Tls(format!("extra root certificate rejected: {e}")))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| GatewayError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -924,7 +964,13 @@ impl Inner {
         let resp = match self.client.request(up).await {
             Ok(r) => r,
             Err(e) => {
-                let msg = format!("upstream {} unreachable: {e}", target.base);
+                // hyper's error hides its cause; name every layer.
+                let mut msg = format!("upstream {} unreachable: {e}", target.base);
+                let mut src = std::error::Error::source(&e);
+                while let Some(cause) = src {
+                    msg.push_str(&format!(": {cause}"));
+                    src = cause.source();
+                }
                 charge.finish(Usage::default(), false, "upstream_unreachable", 0);
                 return api_error(anthropic_shape, ErrKind::BadGateway, &msg);
             }

@@ -407,6 +407,7 @@ pub fn gateway(up: &Upstream_, opts: Opts) -> Harness {
         loops: opts.loops,
         max_body_bytes: 8 << 20,
         on_stop: Some(Arc::new(move |r| s2.lock().unwrap().push(r))),
+        extra_root_certs: Vec::new(),
     })
     .unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
