@@ -66,6 +66,12 @@ enum Command {
     /// Exit status: 0 when no finding reaches --fail-on, 1 when one does,
     /// 2 on a usage or I/O error.
     Scan(cmd_scan::ScanArgs),
+    /// Report model and compute cost from the ledger
+    Cost(runproof_ledger::cli::CostArgs),
+    /// Run the egress proxy on loopback (HTTP CONNECT, plain HTTP, SOCKS5)
+    Proxy(runproof_net::cli::ProxyArgs),
+    /// Run the metered LLM gateway on loopback
+    Gateway(runproof_net::cli::GatewayArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +81,30 @@ fn main() -> ExitCode {
         Command::Doctor(args) => cmd_run::doctor(args),
         Command::Demo => cmd_demo::demo(),
         Command::Scan(args) => cmd_scan::run(args),
+        Command::Cost(a) => match runproof_ledger::cli::run_cost(&a) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("runproof cost: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Proxy(a) => match runproof_net::cli::run_proxy(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("runproof proxy: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Gateway(a) => match runproof_net::cli::run_gateway(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("runproof gateway: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Diff(a) => overlay_cmd::diff(a),
         Command::Apply(a) => overlay_cmd::apply(a),
         Command::Prepare(args) => integrity(runproof_integrity::cli::run_prepare(

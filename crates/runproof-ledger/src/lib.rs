@@ -3,3 +3,17 @@
 //!
 //! It must never lose a charge: a write that cannot be recorded is an error the
 //! caller must act on, never a silent drop.
+
+pub mod budget;
+pub mod cli;
+pub mod prices;
+pub mod report;
+pub mod store;
+pub mod time;
+
+pub use budget::{Budget, BudgetError, BudgetStatus, Reservation};
+pub use prices::{ComputePrice, ModelPrice, PriceError, PriceTable, Usage};
+pub use report::{CostOptions, CostReport, CostRow, GroupBy, cost_report, render_text};
+pub use store::{
+    ComputeRecord, Ledger, LedgerError, LedgerWriter, RequestRecord, RunRecord, default_path,
+};

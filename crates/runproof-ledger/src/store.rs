@@ -1,0 +1,589 @@
+//! SQLite storage: one schema with numbered migrations (tracked in
+//! `PRAGMA user_version`), WAL journal, and a background writer that batches
+//! inserts so the gateway never waits on disk in its request path.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::prices::Usage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger database {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create ledger directory {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "ledger database {path} has schema version {found}, newer than this runproof ({known}); upgrade runproof"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("ledger writer failed, charges are held in memory and traffic is refused: {0}")]
+    WriterFailed(String),
+    #[error("no home directory: set HOME or pass --ledger PATH")]
+    NoHome,
+}
+
+/// Migrations, applied in order; index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, requests (with usage and cost), compute, verdicts.
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        task TEXT,
+        started_ms INTEGER NOT NULL,
+        ended_ms INTEGER,
+        budget_usd REAL,
+        status TEXT
+     );
+     CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT,
+        ts_ms INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        http_status INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost_usd REAL,
+        estimated INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL
+     );
+     CREATE INDEX requests_ts ON requests(ts_ms);
+     CREATE INDEX requests_run ON requests(run_id);
+     CREATE TABLE compute (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT,
+        ts_ms INTEGER NOT NULL,
+        cpu_seconds REAL NOT NULL,
+        mem_gib_seconds REAL NOT NULL,
+        cost_usd REAL NOT NULL
+     );
+     CREATE TABLE verdicts (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        task TEXT,
+        verified INTEGER NOT NULL,
+        ts_ms INTEGER NOT NULL
+     );",
+];
+
+/// One model call, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub run_id: Option<String>,
+    pub ts_ms: i64,
+    /// `openai` or `anthropic`.
+    pub provider: String,
+    /// `chat.completions`, `responses`, `messages`.
+    pub endpoint: String,
+    pub model: String,
+    pub stream: bool,
+    pub http_status: u16,
+    pub usage: Usage,
+    /// `None` when the model has no price: unknown, never 0.
+    pub cost_usd: Option<f64>,
+    /// True when usage was estimated (stream cut before the upstream's numbers).
+    pub estimated: bool,
+    /// `ok`, `upstream_error`, `client_hangup`, `cut_budget`, `malformed`...
+    pub outcome: String,
+    pub duration_ms: u64,
+}
+
+/// A run, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub task: Option<String>,
+    pub started_ms: i64,
+    pub budget_usd: Option<f64>,
+}
+
+/// Compute usage of a run, priced by the caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputeRecord {
+    pub run_id: Option<String>,
+    pub ts_ms: i64,
+    pub cpu_seconds: f64,
+    pub mem_gib_seconds: f64,
+    pub cost_usd: f64,
+}
+
+/// The default ledger path: `$XDG_DATA_HOME/runproof/ledger.db` or
+/// `~/.local/share/runproof/ledger.db`.
+pub fn default_path() -> Result<PathBuf, LedgerError> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("runproof").join("ledger.db"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or(LedgerError::NoHome)?;
+    Ok(PathBuf::from(home).join(".local/share/runproof/ledger.db"))
+}
+
+/// A connection to the ledger database.
+pub struct Ledger {
+    conn: Connection,
+    path: String,
+}
+
+impl Ledger {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let p = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let sql = |source| LedgerError::Sqlite {
+            path: p.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        let mut l = Ledger { conn, path: p };
+        l.migrate()?;
+        Ok(l)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn schema_version(&self) -> Result<i64, LedgerError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), LedgerError> {
+        let known = MIGRATIONS.len() as i64;
+        let found = self.schema_version()?;
+        if found > known {
+            return Err(LedgerError::TooNew {
+                path: self.path.clone(),
+                found,
+                known,
+            });
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let path = self.path.clone();
+            let sql = |source| LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            };
+            let tx = self.conn.transaction().map_err(sql)?;
+            tx.execute_batch(m).map_err(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+        }
+        Ok(())
+    }
+
+    pub fn start_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (id, task, started_ms, budget_usd) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET task = excluded.task, budget_usd = excluded.budget_usd",
+                params![run.id, run.task, run.started_ms, run.budget_usd],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn end_run(&self, id: &str, status: &str, ended_ms: i64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET ended_ms = ?2, status = ?3 WHERE id = ?1",
+                params![id, ended_ms, status],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn record_request(&self, r: &RequestRecord) -> Result<(), LedgerError> {
+        insert_request(&self.conn, r).map_err(|e| self.err(e))
+    }
+
+    pub fn record_compute(&self, c: &ComputeRecord) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO compute (run_id, ts_ms, cpu_seconds, mem_gib_seconds, cost_usd)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    c.run_id,
+                    c.ts_ms,
+                    c.cpu_seconds,
+                    c.mem_gib_seconds,
+                    c.cost_usd
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Record whether a run's patch was verified (by `runproof verify`).
+    pub fn record_verdict(
+        &self,
+        run_id: &str,
+        task: Option<&str>,
+        verified: bool,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO verdicts (run_id, task, verified, ts_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![run_id, task, verified, crate::time::unix_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// All requests of a run, oldest first.
+    pub fn requests(&self, run_id: Option<&str>) -> Result<Vec<RequestRecord>, LedgerError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT run_id, ts_ms, provider, endpoint, model, stream, http_status,
+                        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                        reasoning_tokens, cost_usd, estimated, outcome, duration_ms
+                 FROM requests WHERE (?1 IS NULL OR run_id = ?1) ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![run_id], |r| {
+                Ok(RequestRecord {
+                    run_id: r.get(0)?,
+                    ts_ms: r.get(1)?,
+                    provider: r.get(2)?,
+                    endpoint: r.get(3)?,
+                    model: r.get(4)?,
+                    stream: r.get(5)?,
+                    http_status: r.get(6)?,
+                    usage: Usage {
+                        input: r.get::<_, i64>(7)? as u64,
+                        output: r.get::<_, i64>(8)? as u64,
+                        cache_read: r.get::<_, i64>(9)? as u64,
+                        cache_write: r.get::<_, i64>(10)? as u64,
+                        reasoning: r.get::<_, i64>(11)? as u64,
+                    },
+                    cost_usd: r.get(12)?,
+                    estimated: r.get(13)?,
+                    outcome: r.get(14)?,
+                    duration_ms: r.get::<_, i64>(15)? as u64,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether a run exists.
+    pub fn has_run(&self, id: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row("SELECT 1 FROM runs WHERE id = ?1", params![id], |_| Ok(()))
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn insert_request(conn: &Connection, r: &RequestRecord) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached(
+        "INSERT INTO requests (run_id, ts_ms, provider, endpoint, model, stream, http_status,
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+            cost_usd, estimated, outcome, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+    st.execute(params![
+        r.run_id,
+        r.ts_ms,
+        r.provider,
+        r.endpoint,
+        r.model,
+        r.stream,
+        r.http_status,
+        r.usage.input as i64,
+        r.usage.output as i64,
+        r.usage.cache_read as i64,
+        r.usage.cache_write as i64,
+        r.usage.reasoning as i64,
+        r.cost_usd,
+        r.estimated,
+        r.outcome,
+        r.duration_ms as i64,
+    ])?;
+    Ok(())
+}
+
+enum Op {
+    Request(Box<RequestRecord>),
+    Flush(mpsc::Sender<Result<(), String>>),
+}
+
+struct Health {
+    ok: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+/// A background thread that owns a ledger connection and writes request
+/// records in batched transactions. If a write fails, the failed records are
+/// kept and retried, [`LedgerWriter::healthy`] turns false and stays false
+/// until a retry succeeds: callers must refuse new spending meanwhile.
+#[derive(Clone)]
+pub struct LedgerWriter {
+    tx: mpsc::Sender<Op>,
+    health: Arc<Health>,
+}
+
+impl LedgerWriter {
+    pub fn spawn(ledger: Ledger) -> LedgerWriter {
+        let (tx, rx) = mpsc::channel::<Op>();
+        let health = Arc::new(Health {
+            ok: AtomicBool::new(true),
+            error: Mutex::new(None),
+        });
+        let h = health.clone();
+        std::thread::Builder::new()
+            .name("runproof-ledger".into())
+            .spawn(move || writer_loop(ledger, rx, h))
+            .expect("spawn ledger writer thread");
+        LedgerWriter { tx, health }
+    }
+
+    /// Queue a record. Never blocks on disk.
+    pub fn submit(&self, r: RequestRecord) {
+        if self.tx.send(Op::Request(Box::new(r))).is_err() {
+            self.fail("ledger writer thread has stopped".into());
+        }
+    }
+
+    /// Wait until everything queued so far is committed.
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send(Op::Flush(tx))
+            .map_err(|_| LedgerError::WriterFailed("ledger writer thread has stopped".into()))?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(LedgerError::WriterFailed(e)),
+            Err(_) => Err(LedgerError::WriterFailed(
+                "ledger writer thread has stopped".into(),
+            )),
+        }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.health.ok.load(Ordering::Acquire)
+    }
+
+    /// The last write error, if the writer is unhealthy.
+    pub fn error(&self) -> Option<String> {
+        if self.healthy() {
+            return None;
+        }
+        self.health
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn fail(&self, msg: String) {
+        *self.health.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        self.health.ok.store(false, Ordering::Release);
+    }
+}
+
+fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) {
+    let mut pending: Vec<RequestRecord> = Vec::new();
+    let mut flushes: Vec<mpsc::Sender<Result<(), String>>> = Vec::new();
+    loop {
+        // Block for the first op (or retry pending after a pause).
+        let first = if pending.is_empty() {
+            match rx.recv() {
+                Ok(op) => Some(op),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(op) => Some(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Last attempt before exiting.
+                    let _ = write_batch(&mut ledger, &pending);
+                    return;
+                }
+            }
+        };
+        let mut next = first;
+        let mut taken = 0;
+        while let Some(op) = next {
+            match op {
+                Op::Request(r) => pending.push(*r),
+                Op::Flush(tx) => flushes.push(tx),
+            }
+            taken += 1;
+            next = if taken < 4096 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let result = if pending.is_empty() {
+            Ok(())
+        } else {
+            write_batch(&mut ledger, &pending)
+        };
+        match &result {
+            Ok(()) => {
+                pending.clear();
+                *health.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                health.ok.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                let msg = format!(
+                    "cannot write to ledger {}: {e}; {} charge(s) held in memory",
+                    ledger.path(),
+                    pending.len()
+                );
+                eprintln!("runproof: {msg}");
+                *health.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                health.ok.store(false, Ordering::Release);
+            }
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(result.clone().map_err(|e| e.to_string()));
+        }
+    }
+}
+
+fn write_batch(ledger: &mut Ledger, batch: &[RequestRecord]) -> Result<(), String> {
+    let conn = &mut ledger.conn;
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    for r in batch {
+        insert_request(&tx, r).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(model: &str, cost: Option<f64>) -> RequestRecord {
+        RequestRecord {
+            run_id: Some("r1".into()),
+            ts_ms: 1000,
+            provider: "openai".into(),
+            endpoint: "chat.completions".into(),
+            model: model.into(),
+            stream: true,
+            http_status: 200,
+            usage: Usage {
+                input: 10,
+                output: 20,
+                cache_read: 3,
+                cache_write: 4,
+                reasoning: 5,
+            },
+            cost_usd: cost,
+            estimated: false,
+            outcome: "ok".into(),
+            duration_ms: 7,
+        }
+    }
+
+    #[test]
+    fn migrates_once_and_round_trips_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/ledger.db");
+        let l = Ledger::open(&p).unwrap();
+        assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let mode: String = l
+            .conn()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        l.record_request(&rec("gpt-4o", Some(0.5))).unwrap();
+        l.record_request(&rec("mystery", None)).unwrap();
+        drop(l);
+        let l = Ledger::open(&p).unwrap(); // reopen: no re-migration
+        let rs = l.requests(Some("r1")).unwrap();
+        assert_eq!(rs, vec![rec("gpt-4o", Some(0.5)), rec("mystery", None)]);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.db");
+        let l = Ledger::open(&p).unwrap();
+        l.conn().pragma_update(None, "user_version", 99).unwrap();
+        drop(l);
+        let e = Ledger::open(&p).err().unwrap().to_string();
+        assert!(e.contains("schema version 99"), "{e}");
+    }
+
+    #[test]
+    fn writer_batches_and_reports_failure_then_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.db");
+        let w = LedgerWriter::spawn(Ledger::open(&p).unwrap());
+        for _ in 0..100 {
+            w.submit(rec("gpt-4o", Some(0.01)));
+        }
+        w.flush().unwrap();
+        assert!(w.healthy());
+        // Make inserts fail from another connection (a real SQLite error).
+        let other = Ledger::open(&p).unwrap();
+        other
+            .conn()
+            .execute_batch("CREATE TRIGGER no_more BEFORE INSERT ON requests BEGIN SELECT RAISE(FAIL, 'disk refused'); END;")
+            .unwrap();
+        w.submit(rec("gpt-4o", Some(0.02)));
+        assert!(w.flush().is_err());
+        assert!(!w.healthy());
+        assert!(w.error().unwrap().contains("disk refused"));
+        // Fix it: the held charge is written on the next batch, none lost.
+        other.conn().execute_batch("DROP TRIGGER no_more;").unwrap();
+        w.flush().unwrap();
+        assert!(w.healthy());
+        assert_eq!(other.requests(None).unwrap().len(), 101);
+    }
+}

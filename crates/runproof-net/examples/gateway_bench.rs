@@ -1,0 +1,297 @@
+//! Load generator for bench/gateway: the same local upstream reached directly
+//! and through the metered gateway (ledger writes included), at a fixed
+//! concurrency, in one run. Prints latency percentiles, throughput and the
+//! ratios. Only 127.0.0.1 is contacted; every loop is bounded in time.
+//!
+//! Usage: gateway_bench [--concurrency N] [--seconds S] [--stream] [--rate R]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use runproof_ledger::{Budget, Ledger, LedgerWriter, PriceTable};
+use runproof_net::gateway::{Gateway, GatewayConfig, LoopPolicy, Upstream};
+
+const CHAT_JSON: &str = r#"{"id":"chatcmpl-b","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":120,"completion_tokens":8,"total_tokens":128,"prompt_tokens_details":{"cached_tokens":64}}}"#;
+
+fn sse_body() -> String {
+    let mut s = String::new();
+    for w in ["Hello", " there", ",", " this", " is", " a", " stream"] {
+        s.push_str(&format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{w}\"}}}}],\"usage\":null}}\n\n"
+        ));
+    }
+    s.push_str("data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n");
+    s
+}
+
+async fn upstream(l: std::net::TcpListener) {
+    l.set_nonblocking(true).unwrap();
+    let l = tokio::net::TcpListener::from_std(l).unwrap();
+    let sse = Bytes::from(sse_body());
+    loop {
+        let (s, _) = l.accept().await.unwrap();
+        let _ = s.set_nodelay(true);
+        let sse = sse.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let sse = sse.clone();
+                async move {
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let stream = body.windows(13).any(|w| w == b"\"stream\":true");
+                    let r = if stream {
+                        Response::builder()
+                            .header("content-type", "text/event-stream")
+                            .body(Full::new(sse))
+                            .unwrap()
+                    } else {
+                        Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from_static(CHAT_JSON.as_bytes())))
+                            .unwrap()
+                    };
+                    Ok::<_, hyper::Error>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        });
+    }
+}
+
+struct Run {
+    lat_us: Vec<u32>,
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+}
+
+/// Closed loop (`rate` None: each connection sends its next request as soon
+/// as the last one is answered, so the load saturates) or paced (`rate`
+/// requests/s spread evenly over the connections, so latency shows the cost
+/// of processing rather than queueing).
+async fn load(
+    addr: SocketAddr,
+    conc: usize,
+    dur: Duration,
+    body: &'static str,
+    rate: Option<f64>,
+) -> Run {
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for i in 0..conc {
+        let interval = rate.map(|r| Duration::from_secs_f64(conc as f64 / r));
+        let mut next =
+            start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / conc as f64));
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let req = Request::post("/v1/chat/completions")
+                    .header("host", "127.0.0.1")
+                    .header("content-type", "application/json")
+                    .header("authorization", "Bearer sandbox-placeholder")
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap();
+                let t = Instant::now();
+                if tx.ready().await.is_err() {
+                    errors += 1;
+                    break;
+                }
+                match tx.send_request(req).await {
+                    Ok(r) => {
+                        let good = r.status().is_success();
+                        let _ = r.into_body().collect().await;
+                        if good { ok += 1 } else { errors += 1 }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            (lat, ok, errors)
+        }));
+    }
+    let mut run = Run {
+        lat_us: Vec::new(),
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+    };
+    for t in tasks {
+        let (l, o, e) = t.await.unwrap();
+        run.lat_us.extend(l);
+        run.ok += o;
+        run.errors += e;
+    }
+    run.elapsed = start.elapsed();
+    run.lat_us.sort_unstable();
+    run
+}
+
+fn pct(v: &[u32], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+fn main() {
+    let mut conc = 64usize;
+    let mut secs = 5u64;
+    let mut stream = false;
+    let mut rate: Option<f64> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--concurrency" => {
+                conc = args
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .expect("--concurrency N")
+            }
+            "--seconds" => {
+                secs = args
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .expect("--seconds S")
+            }
+            "--stream" => stream = true,
+            "--rate" => {
+                rate = Some(
+                    args.next()
+                        .and_then(|x| x.parse().ok())
+                        .expect("--rate REQ_PER_S"),
+                )
+            }
+            other => panic!(
+                "unknown argument {other:?}; usage: gateway_bench [--concurrency N] [--seconds S] [--stream] [--rate R]"
+            ),
+        }
+    }
+    let body: &'static str = if stream {
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence, please."}]}"#
+    } else {
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence, please."}]}"#
+    };
+
+    // Upstream and gateway each get one runtime thread; the load generator
+    // another. Two cores are shared by all three, as on the target machine.
+    let up_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let gw_threads: usize = std::env::var("GATEWAY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let gw_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(gw_threads)
+        .enable_all()
+        .build()
+        .unwrap();
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let ul = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = ul.local_addr().unwrap();
+    up_rt.spawn(upstream(ul));
+
+    let dir = tempfile::tempdir().unwrap();
+    let ledger_path = dir.path().join("ledger.db");
+    let writer = LedgerWriter::spawn(Ledger::open(&ledger_path).unwrap());
+    let gw = Gateway::new(GatewayConfig {
+        openai: Some(Upstream {
+            base_url: format!("http://{up_addr}"),
+            api_key: "sk-bench".into(),
+        }),
+        anthropic: None,
+        run_id: Some("bench".into()),
+        prices: Arc::new(PriceTable::bundled()),
+        budget: Budget::new(Some(1e9)),
+        ledger: writer.clone(),
+        audit: Arc::new(runproof_net::NoAudit),
+        loops: LoopPolicy {
+            window: 0,
+            max_usd_without_change: None,
+            threshold: 0,
+            stop: false,
+        },
+        max_body_bytes: 8 << 20,
+        on_stop: None,
+        extra_root_certs: Vec::new(),
+    })
+    .unwrap();
+    let gl = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw_addr = gl.local_addr().unwrap();
+    let g2 = gw.clone();
+    gw_rt.spawn(async move { g2.serve(gl).await });
+
+    let dur = Duration::from_secs(secs);
+    // Warm both paths (connection pools, page cache), then measure.
+    load_rt.block_on(load(up_addr, conc, Duration::from_millis(500), body, None));
+    load_rt.block_on(load(gw_addr, conc, Duration::from_millis(500), body, None));
+    let direct = load_rt.block_on(load(up_addr, conc, dur, body, rate));
+    let via = load_rt.block_on(load(gw_addr, conc, dur, body, rate));
+    writer.flush().expect("ledger flush");
+    let recorded = Ledger::open(&ledger_path)
+        .unwrap()
+        .requests(Some("bench"))
+        .unwrap()
+        .len();
+
+    let rps = |r: &Run| r.ok as f64 / r.elapsed.as_secs_f64();
+    println!(
+        "mode: {}  concurrency: {conc}  duration: {secs}s each",
+        if stream {
+            "streaming SSE"
+        } else {
+            "non-streaming JSON"
+        }
+    );
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>12} {:>8}",
+        "path", "p50 ms", "p99 ms", "max ms", "req/s", "errors"
+    );
+    for (name, r) in [("direct", &direct), ("gateway", &via)] {
+        println!(
+            "{:<10} {:>10.3} {:>10.3} {:>10.3} {:>12.0} {:>8}",
+            name,
+            pct(&r.lat_us, 0.50),
+            pct(&r.lat_us, 0.99),
+            pct(&r.lat_us, 1.0),
+            rps(r),
+            r.errors
+        );
+    }
+    println!(
+        "added latency: p50 {:+.3} ms, p99 {:+.3} ms; throughput ratio gateway/direct {:.2}",
+        pct(&via.lat_us, 0.50) - pct(&direct.lat_us, 0.50),
+        pct(&via.lat_us, 0.99) - pct(&direct.lat_us, 0.99),
+        rps(&via) / rps(&direct)
+    );
+    println!("ledger rows written for the gateway run (incl. warm-up): {recorded}");
+}
