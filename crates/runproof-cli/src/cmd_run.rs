@@ -1,17 +1,29 @@
 //! `runproof run` and `runproof doctor`.
 
 use clap::{Args, ValueEnum};
+use runproof_sandbox::audit::{AuditLog, Event};
+use runproof_sandbox::policy::NetworkMode;
 use runproof_sandbox::policy::{ByteSize, Seconds};
 use runproof_sandbox::{LayerState, Policy, RunSpec, SandboxError};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,
 }
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum NetArg {
+    None,
+    Proxy,
+}
+
+/// Port of the egress proxy inside the sandbox (on its own loopback).
+pub const PROXY_PORT: u16 = 3128;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -54,6 +66,20 @@ pub struct RunArgs {
     /// Copy-on-write workspace: changes go to UPPER_DIR, the workspace stays untouched.
     #[arg(long, value_name = "UPPER_DIR")]
     overlay: Option<PathBuf>,
+    /// Network: `none` (loopback only, the default) or `proxy` (egress only
+    /// through runproof's proxy, to the domains given with --allow).
+    #[arg(long, value_enum)]
+    net: Option<NetArg>,
+    /// With --net proxy: allow a domain (example.com, *.example.com,
+    /// example.com:443) or a preset (@pypi, @npm, @crates, @debian, @goproxy,
+    /// @github). Prefix with ! to deny; deny wins.
+    #[arg(long = "allow", value_name = "RULE")]
+    allow: Vec<String>,
+    /// With --net proxy: let the proxy connect to this loopback or private
+    /// address (a local registry mirror or test server). Every other private,
+    /// loopback, link-local and metadata address stays refused.
+    #[arg(long = "allow-address", value_name = "IP")]
+    allow_address: Vec<std::net::IpAddr>,
     /// Summary format printed on stderr when the run ends (json: the exit event).
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -96,6 +122,18 @@ fn policy_from(args: &RunArgs) -> Result<Policy, SandboxError> {
     if let Some(t) = args.tmp_size {
         p.limits.tmp_size = t;
     }
+    if let Some(n) = args.net {
+        p.network.mode = match n {
+            NetArg::None => NetworkMode::None,
+            NetArg::Proxy => NetworkMode::Proxy,
+        };
+    }
+    for rule in &args.allow {
+        match rule.strip_prefix('!') {
+            Some(d) => p.network.deny.push(d.to_string()),
+            None => p.network.allow.push(rule.clone()),
+        }
+    }
     p.env.pass.extend(args.env.iter().cloned());
     p.paths.read.extend(args.ro.iter().cloned());
     p.paths.write.extend(args.rw.iter().cloned());
@@ -117,7 +155,22 @@ pub fn run(args: RunArgs) -> ExitCode {
     let mut spec = RunSpec::new(policy, args.command.clone());
     spec.audit = args.audit.clone();
     spec.overlay = args.overlay.clone();
-    match runproof_sandbox::run(spec) {
+    let gate: Arc<Mutex<Option<runproof_net::Gate>>> = Arc::default();
+    if spec.policy.network.mode == NetworkMode::Proxy {
+        if let Err(msg) = attach_proxy(&mut spec, &args, gate.clone()) {
+            eprintln!("runproof: {msg}");
+            eprintln!("runproof: the command did not run");
+            return ExitCode::from(125);
+        }
+    } else if !args.allow.is_empty() {
+        eprintln!("runproof: --allow needs --net proxy (the default network is loopback only)");
+        return ExitCode::from(2);
+    }
+    let result = runproof_sandbox::run(spec);
+    if let Some(g) = gate.lock().ok().and_then(|mut g| g.take()) {
+        g.shutdown();
+    }
+    match result {
         Ok(out) => {
             for name in &out.refused_env {
                 eprintln!(
@@ -276,4 +329,54 @@ fn prerun_scan(policy: &Policy, trust: bool) -> Option<ExitCode> {
         ws.display()
     );
     Some(ExitCode::from(125))
+}
+
+/// Forwards the proxy's events into the run's audit log.
+struct ProxyAudit(AuditLog);
+
+impl runproof_net::AuditSink for ProxyAudit {
+    fn record(&self, event: &runproof_net::AuditEvent) {
+        if let Ok(v) = serde_json::to_value(event) {
+            self.0.record(&Event::Request(v));
+        }
+    }
+}
+
+/// Bind the proxy's port inside the sandbox and serve it from here once the
+/// sandbox hands the listener over.
+fn attach_proxy(
+    spec: &mut RunSpec,
+    args: &RunArgs,
+    gate: Arc<Mutex<Option<runproof_net::Gate>>>,
+) -> Result<(), String> {
+    let net = &spec.policy.network;
+    let mut rules: Vec<String> = net.allow.clone();
+    rules.extend(net.deny.iter().map(|d| format!("!{d}")));
+    let policy = runproof_net::EgressPolicy::from_rules(&rules)
+        .map_err(|e| format!("network rule: {e}"))?
+        .allow_private_addresses_for_tests(&args.allow_address);
+    let policy = Arc::new(policy);
+    // One audit log for the sandbox and the proxy.
+    let log = match &args.audit {
+        Some(p) => AuditLog::to_file(p, std::time::Instant::now())
+            .map_err(|e| format!("create audit log {}: {e}", p.display()))?,
+        None => AuditLog::disabled(std::time::Instant::now()),
+    };
+    let sink: Arc<dyn runproof_net::AuditSink> = Arc::new(ProxyAudit(log.clone()));
+    spec.audit_log = Some(log);
+    spec.listen_ports = vec![PROXY_PORT];
+    spec.extra_env
+        .extend(runproof_net::sandbox_env(Some(PROXY_PORT), None));
+    spec.on_listeners = Some(Box::new(move |mut listeners| {
+        let Some(l) = listeners.pop() else { return };
+        match runproof_net::Gate::start(Some((l, policy, sink)), None) {
+            Ok(g) => {
+                if let Ok(mut slot) = gate.lock() {
+                    *slot = Some(g);
+                }
+            }
+            Err(e) => eprintln!("runproof: egress proxy failed to start: {e}"),
+        }
+    }));
+    Ok(())
 }

@@ -203,7 +203,9 @@ fn detect(whole: Option<&Value>, text: &str) -> std::result::Result<Format, Stri
                 Ok(Format::Jsonl)
             }
         }
-        Some(Value::Object(o)) if o.get("type").is_some() => Ok(Format::Jsonl),
+        Some(Value::Object(o)) if o.get("type").is_some() || o.get("event").is_some() => {
+            Ok(Format::Jsonl)
+        }
         Some(Value::Object(o)) if o.get("action").is_some() => Ok(Format::Openhands),
         _ => {
             let first = text
@@ -213,8 +215,12 @@ fn detect(whole: Option<&Value>, text: &str) -> std::result::Result<Format, Stri
             let v: Value = serde_json::from_str(first).map_err(|e| {
                 format!("not JSON or JSONL ({e}); expected a SWE-agent .traj, mini-swe-agent or OpenHands JSON, or JSONL events")
             })?;
-            if v.get("type").is_some() {
-                Ok(if v.get("type").and_then(Value::as_str) == Some("exec") {
+            if v.get("type").is_some() || v.get("event").is_some() {
+                let kind = v
+                    .get("type")
+                    .or_else(|| v.get("event"))
+                    .and_then(Value::as_str);
+                Ok(if matches!(kind, Some("exec") | Some("start")) {
                     Format::Runproof
                 } else {
                     Format::Jsonl
@@ -305,7 +311,13 @@ fn parse_jsonl(text: &str, b: &mut Builder) -> std::result::Result<(), String> {
             .map_err(|e| format!("line {}: {e}; each line must be one JSON object", i + 1))?;
         let origin = format!("line {}", i + 1);
         let output = s(&v, "output").or_else(|| s(&v, "observation"));
-        match v.get("type").and_then(Value::as_str).unwrap_or("") {
+        // runproof's own audit log names the kind `event`; the plain JSONL `type`.
+        let kind = v
+            .get("type")
+            .or_else(|| v.get("event"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match kind {
             "exec" => {
                 let argv: Vec<String> = v
                     .get("argv")
@@ -343,7 +355,12 @@ fn parse_jsonl(text: &str, b: &mut Builder) -> std::result::Result<(), String> {
                     ActionKind::Request {
                         url: bound(url),
                         method: s(&v, "method"),
-                        allowed: v.get("allowed").and_then(Value::as_bool),
+                        allowed: v.get("allowed").and_then(Value::as_bool).or_else(|| {
+                            // The egress proxy's events say `decision`.
+                            v.get("decision")
+                                .and_then(Value::as_str)
+                                .map(|d| d == "allowed")
+                        }),
                     },
                     String::new(),
                     output,

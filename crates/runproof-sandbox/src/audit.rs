@@ -49,6 +49,9 @@ pub enum Event {
         operation: String,
         detail: String,
     },
+    /// A request through the egress proxy or the LLM gateway, as the proxy
+    /// recorded it (host, port, method, URL, bytes, decision, reason).
+    Request(serde_json::Value),
     /// The run ended.
     Exit(ExitReport),
 }

@@ -50,6 +50,9 @@ pub struct RunSpec {
     pub command: Vec<OsString>,
     /// JSON-lines audit log path.
     pub audit: Option<PathBuf>,
+    /// An audit log the caller opened (to add its own events, e.g. the
+    /// proxy's); takes precedence over `audit`.
+    pub audit_log: Option<AuditLog>,
     /// Copy-on-write: the workspace is the lower layer, changes go here.
     pub overlay: Option<PathBuf>,
     /// TCP ports to listen on at 127.0.0.1 inside the sandbox; the sockets
@@ -68,6 +71,7 @@ impl RunSpec {
             policy,
             command,
             audit: None,
+            audit_log: None,
             overlay: None,
             listen_ports: Vec::new(),
             on_listeners: None,
@@ -612,10 +616,11 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         .collect::<Result<Vec<_>, _>>()?;
 
     // Audit and seccomp.
-    let audit = match &spec.audit {
-        Some(p) => AuditLog::to_file(p, start)
+    let audit = match (spec.audit_log.take(), &spec.audit) {
+        (Some(log), _) => log,
+        (None, Some(p)) => AuditLog::to_file(p, start)
             .map_err(|e| SandboxError::io(format!("create audit log {}", p.display()), e))?,
-        None => AuditLog::disabled(start),
+        (None, None) => AuditLog::disabled(start),
     };
     let notify_on = audit.is_enabled();
     if notify_on && !notify_supported() {
