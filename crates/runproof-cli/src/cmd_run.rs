@@ -293,9 +293,14 @@ pub fn doctor(args: DoctorArgs) -> ExitCode {
 /// the run must not start.
 fn prerun_scan(policy: &Policy, trust: bool) -> Option<ExitCode> {
     use runproof_scan::{ScanOptions, Severity};
-    let ws = match &policy.workspace {
-        Some(w) => w.clone(),
-        None => std::env::current_dir().ok()?,
+    // Check the workspace before reading it (never scan `/` or a home).
+    let ws = match runproof_sandbox::resolve_workspace(policy) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("runproof: {e}");
+            eprintln!("runproof: the command did not run");
+            return Some(ExitCode::from(125));
+        }
     };
     let report = match runproof_scan::scan(&ws, &ScanOptions::default()) {
         Ok(r) => r,

@@ -372,20 +372,10 @@ fn env_map() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Run a command in a sandbox. Returns when the command and everything it
-/// started are gone.
-pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
-    let start = Instant::now();
-    let mut phases = Phases {
-        last: start,
-        list: Vec::new(),
-    };
-    if spec.command.is_empty() {
-        return Err(SandboxError::Policy(crate::error::PolicyError::Invalid(
-            "no command given: put it after `--`".into(),
-        )));
-    }
-    let policy = spec.policy.clone();
+/// The workspace a policy names (default: the current directory), resolved
+/// and checked: an existing directory that is neither a system directory nor
+/// the home directory or one of its parents.
+pub fn resolve_workspace(policy: &Policy) -> Result<PathBuf, SandboxError> {
     let ws_raw = match &policy.workspace {
         Some(w) => w.clone(),
         None => std::env::current_dir().map_err(|e| SandboxError::io("current directory", e))?,
@@ -405,6 +395,24 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         });
     }
     check_workspace(&ws, host_home().as_deref())?;
+    Ok(ws)
+}
+
+/// Run a command in a sandbox. Returns when the command and everything it
+/// started are gone.
+pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
+    let start = Instant::now();
+    let mut phases = Phases {
+        last: start,
+        list: Vec::new(),
+    };
+    if spec.command.is_empty() {
+        return Err(SandboxError::Policy(crate::error::PolicyError::Invalid(
+            "no command given: put it after `--`".into(),
+        )));
+    }
+    let policy = spec.policy.clone();
+    let ws = resolve_workspace(&policy)?;
 
     let mut layers = Vec::new();
     // Overlay directories.
