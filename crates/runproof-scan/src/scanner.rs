@@ -424,13 +424,15 @@ const GENERIC: &[&str] = &[
     "known-installer",
 ];
 
-/// Sort, drop exact duplicates and generic findings shadowed by a specific
+/// Sort (path, line, worst first), drop exact duplicates and generic findings shadowed by a specific
 /// one on the same line.
 fn tidy(findings: &mut Vec<Finding>) {
     findings.sort_by(|a, b| {
-        (&a.path, a.line, &a.rule, &a.evidence, &a.message).cmp(&(
+        let (ra, rb) = (std::cmp::Reverse(a.severity), std::cmp::Reverse(b.severity));
+        (&a.path, a.line, ra, &a.rule, &a.evidence, &a.message).cmp(&(
             &b.path,
             b.line,
+            rb,
             &b.rule,
             &b.evidence,
             &b.message,

@@ -329,3 +329,24 @@ fn scan_bytes_needs_no_file_system() {
         }
     }
 }
+
+#[test]
+fn deeply_nested_structured_files_do_not_overflow_the_stack() {
+    let deep_arr = format!("x = {}", "[".repeat(200_000));
+    let deep_json = "[".repeat(200_000);
+    let deep_tbl = format!("x = {}", "{a = ".repeat(50_000));
+    for (path, content) in [
+        (".cargo/config.toml", deep_arr.as_str()),
+        ("pyproject.toml", deep_tbl.as_str()),
+        (".codex/config.toml", deep_arr.as_str()),
+        ("package.json", deep_json.as_str()),
+        (".vscode/settings.json", deep_json.as_str()),
+        (".claude/settings.json", deep_json.as_str()),
+    ] {
+        // Runs on a thread with the default 2 MiB stack, like the walker's.
+        let (p, c) = (path.to_string(), content.to_string());
+        std::thread::spawn(move || scan_bytes(&p, c.as_bytes()))
+            .join()
+            .expect(path);
+    }
+}
