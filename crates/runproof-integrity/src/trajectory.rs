@@ -318,6 +318,8 @@ fn parse_jsonl(text: &str, b: &mut Builder) -> std::result::Result<(), String> {
             .and_then(Value::as_str)
             .unwrap_or("");
         match kind {
+            // An exec attempt on a path that does not exist (PATH search).
+            "exec" if v.get("found").and_then(Value::as_bool) == Some(false) => {}
             "exec" => {
                 let argv: Vec<String> = v
                     .get("argv")

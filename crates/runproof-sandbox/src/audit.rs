@@ -34,6 +34,10 @@ pub enum Event {
         /// True when argv was longer than what is logged.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
+        /// False for an attempt on a path that does not exist in the
+        /// sandbox (a shell searching PATH); such an exec fails.
+        #[serde(skip_serializing_if = "std::clone::Clone::clone")]
+        found: bool,
     },
     /// A process tried to connect a socket.
     Connect {

@@ -102,6 +102,15 @@ fn handle(fd: i32, req: &libc::seccomp_notif, connect: ConnectPolicy) -> (i32, O
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Shells try each PATH entry in turn; mark the attempts that cannot
+        // succeed (nothing there in the sandbox's view) so readers can tell
+        // them from real execs. Advisory only: the file can change after.
+        let full = if path.starts_with('/') {
+            path.clone()
+        } else {
+            format!("{cwd}/{path}")
+        };
+        let found = std::fs::symlink_metadata(format!("/proc/{pid}/root{full}")).is_ok();
         return (
             0,
             Some(Event::Exec {
@@ -110,6 +119,7 @@ fn handle(fd: i32, req: &libc::seccomp_notif, connect: ConnectPolicy) -> (i32, O
                 argv,
                 cwd,
                 truncated,
+                found,
             }),
         );
     }
