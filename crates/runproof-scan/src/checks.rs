@@ -135,6 +135,20 @@ pub fn check(f: &FileCtx, s: &mut Sink) {
     check_hidden(f, s);
     match f.kind {
         FileKind::PackageJson => package_json(f, s),
+        FileKind::Pnpmfile => {
+            if !whole_file(s, f, "npm-install-payload", Mode::Auto, "pnpm hook file") {
+                s.add(
+                    "npm-install-script",
+                    f.rel,
+                    1,
+                    format!(
+                        "pnpm runs {} on every install (readPackage/afterAllResolved hooks)",
+                        f.name
+                    ),
+                    evidence_at(f.text, 0),
+                );
+            }
+        }
         FileKind::Npmrc => npmrc(f, s),
         FileKind::Yarnrc | FileKind::YarnrcYml => yarnrc(f, s),
         FileKind::PipConf | FileKind::Requirements => pip_conf(f, s),

@@ -33,7 +33,7 @@ macro_rules! rules {
 rules! {
     // ---- package managers -------------------------------------------------
     "npm-install-script", Medium, "npm lifecycle script runs on install",
-        "package.json scripts preinstall, install, postinstall, prepare, preprepare, postprepare or prepublish.",
+        "package.json scripts preinstall, install, postinstall, prepare, preprepare, postprepare or prepublish, and pnpm's .pnpmfile.cjs.",
         "npm, yarn and pnpm run these on `install` with no further step; an agent installing dependencies runs them.";
     "npm-install-payload", Critical, "npm install script carries a payload",
         "An install-time lifecycle script (or the file it runs) that fetches and runs remote code, decodes and evaluates, opens a shell to the network, reads credentials or writes agent configuration.",
