@@ -135,6 +135,7 @@ const BUILD_FILES: &[&str] = &[
     "workspace.bazel",
     "build.sbt",
     "build.zig",
+    "binding.gyp",
 ];
 
 /// `rel` is the `/`-separated path relative to the root; `name` its last part.

