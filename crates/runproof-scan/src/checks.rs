@@ -105,11 +105,12 @@ fn command(
 /// A whole file that runs: each payload shape is a finding at its line.
 fn whole_file(s: &mut Sink, f: &FileCtx, rule: &'static str, mode: Mode, what: &str) -> bool {
     let hits = payload::detect(f.text, mode);
+    let mut lines = sink::LineCounter::default();
     for h in &hits {
         s.add(
             rule,
             f.rel,
-            line_at(f.text, h.start),
+            lines.at(f.text, h.start),
             format!("{what} {}", h.kind.describe()),
             evidence_at(f.text, h.start),
         );
@@ -135,6 +136,20 @@ pub fn check(f: &FileCtx, s: &mut Sink) {
     check_hidden(f, s);
     match f.kind {
         FileKind::PackageJson => package_json(f, s),
+        FileKind::Pnpmfile => {
+            if !whole_file(s, f, "npm-install-payload", Mode::Auto, "pnpm hook file") {
+                s.add(
+                    "npm-install-script",
+                    f.rel,
+                    1,
+                    format!(
+                        "pnpm runs {} on every install (readPackage/afterAllResolved hooks)",
+                        f.name
+                    ),
+                    evidence_at(f.text, 0),
+                );
+            }
+        }
         FileKind::Npmrc => npmrc(f, s),
         FileKind::Yarnrc | FileKind::YarnrcYml => yarnrc(f, s),
         FileKind::PipConf | FileKind::Requirements => pip_conf(f, s),
@@ -214,9 +229,24 @@ fn is_script_name(name: &str) -> bool {
 
 // ---------------------------------------------------------------- hidden text
 
+/// Hidden-text findings reported per file; the rest are counted in the last.
+const MAX_HIDDEN_PER_FILE: usize = 50;
+
 fn check_hidden(f: &FileCtx, s: &mut Sink) {
-    for h in hidden::scan(f.text) {
-        let line = line_at(f.text, h.start);
+    let hits = hidden::scan(f.text);
+    let total = hits.len();
+    let mut lines = sink::LineCounter::default();
+    for (i, h) in hits.into_iter().enumerate() {
+        if i == MAX_HIDDEN_PER_FILE {
+            if let Some(last) = s.findings.last_mut() {
+                last.message.push_str(&format!(
+                    " (and {} more hidden-text runs in this file)",
+                    total - i
+                ));
+            }
+            break;
+        }
+        let line = lines.at(f.text, h.start);
         let ev = evidence_at(f.text, h.start);
         let (rule, msg) = match h.kind {
             HiddenKind::Tags => (
@@ -1702,8 +1732,9 @@ fn context_before(text: &[u8], at: usize) -> &[u8] {
 /// Docs (`is_doc`), source files and anything else an agent may read.
 fn doc(f: &FileCtx, s: &mut Sink, is_doc: bool) {
     let hits = payload::detect(f.text, if is_doc { Mode::Text } else { Mode::Code });
+    let mut lines = sink::LineCounter::default();
     for h in hits {
-        let line = line_at(f.text, h.start);
+        let line = lines.at(f.text, h.start);
         let ev = evidence_at(f.text, h.start);
         if h.kind != Kind::FetchExec {
             s.add(
@@ -1775,8 +1806,9 @@ fn instructions(f: &FileCtx, s: &mut Sink) {
         "agents read this file as instructions; review it like code".into(),
         evidence_at(f.text, 0),
     );
+    let mut lines = sink::LineCounter::default();
     for h in payload::detect(f.text, Mode::Agent) {
-        let line = line_at(f.text, h.start);
+        let line = lines.at(f.text, h.start);
         let ev = evidence_at(f.text, h.start);
         let (ls, le) = payload::line_bounds(f.text, h.start, 400);
         let (rule, msg) = match h.kind {

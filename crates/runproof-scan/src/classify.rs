@@ -5,6 +5,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     PackageJson,
+    Pnpmfile,
     Npmrc,
     Yarnrc,
     YarnrcYml,
@@ -134,6 +135,7 @@ const BUILD_FILES: &[&str] = &[
     "workspace.bazel",
     "build.sbt",
     "build.zig",
+    "binding.gyp",
 ];
 
 /// `rel` is the `/`-separated path relative to the root; `name` its last part.
@@ -171,6 +173,7 @@ pub fn classify(rel: &str, name: &str) -> FileKind {
 
     match lower.as_str() {
         "package.json" => return FileKind::PackageJson,
+        ".pnpmfile.cjs" | ".pnpmfile.mjs" | "pnpmfile.js" => return FileKind::Pnpmfile,
         ".npmrc" => return FileKind::Npmrc,
         ".yarnrc" => return FileKind::Yarnrc,
         ".yarnrc.yml" | ".yarnrc.yaml" => return FileKind::YarnrcYml,
@@ -291,6 +294,7 @@ mod tests {
     #[test]
     fn kinds_by_path() {
         assert_eq!(k("package.json"), FileKind::PackageJson);
+        assert_eq!(k(".pnpmfile.cjs"), FileKind::Pnpmfile);
         assert_eq!(k("node_modules/x/package.json"), FileKind::PackageJson);
         assert_eq!(k(".cargo/config.toml"), FileKind::CargoConfig);
         assert_eq!(k("sub/.cargo/config"), FileKind::CargoConfig);

@@ -33,7 +33,7 @@ macro_rules! rules {
 rules! {
     // ---- package managers -------------------------------------------------
     "npm-install-script", Medium, "npm lifecycle script runs on install",
-        "package.json scripts preinstall, install, postinstall, prepare, preprepare, postprepare or prepublish.",
+        "package.json scripts preinstall, install, postinstall, prepare, preprepare, postprepare or prepublish, and pnpm's .pnpmfile.cjs.",
         "npm, yarn and pnpm run these on `install` with no further step; an agent installing dependencies runs them.";
     "npm-install-payload", Critical, "npm install script carries a payload",
         "An install-time lifecycle script (or the file it runs) that fetches and runs remote code, decodes and evaluates, opens a shell to the network, reads credentials or writes agent configuration.",
@@ -128,7 +128,7 @@ rules! {
         "A pre-commit local hook entry (or the file it runs) with a payload shape.",
         "It runs when an agent commits.";
     "build-file-payload", High, "build file carries a payload",
-        "Makefile (including $(shell) at parse time), justfile, Taskfile, CMakeLists.txt, Gradle, Rakefile or other build files with a payload shape.",
+        "Makefile (including $(shell) at parse time), justfile, Taskfile, CMakeLists.txt, Gradle, Rakefile, binding.gyp (node-gyp runs its <!(...) commands on npm install) or other build files with a payload shape.",
         "Agents run `make` and friends to build and test; IDEs configure CMake and Gradle projects on open.";
     // ---- agents -----------------------------------------------------------
     "claude-hooks", Medium, "agent hooks defined by the project",

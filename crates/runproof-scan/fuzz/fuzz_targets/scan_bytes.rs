@@ -7,6 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 const PATHS: &[&str] = &[
     "package.json",
+    ".pnpmfile.cjs",
     ".npmrc",
     ".yarnrc.yml",
     "pip.conf",
