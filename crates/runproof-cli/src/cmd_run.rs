@@ -24,6 +24,15 @@ pub enum NetArg {
 
 /// Port of the egress proxy inside the sandbox (on its own loopback).
 pub const PROXY_PORT: u16 = 3128;
+/// Port of the LLM gateway inside the sandbox.
+pub const GATEWAY_PORT: u16 = 4000;
+
+/// Compute prices used for budgets: about $0.049 per vCPU-hour and $0.0054
+/// per GiB-hour, in line with on-demand cloud prices.
+const COMPUTE: runproof_ledger::ComputePrice = runproof_ledger::ComputePrice {
+    usd_per_cpu_second: 0.0000135,
+    usd_per_gib_second: 0.0000015,
+};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -80,6 +89,28 @@ pub struct RunArgs {
     /// loopback, link-local and metadata address stays refused.
     #[arg(long = "allow-address", value_name = "IP")]
     allow_address: Vec<std::net::IpAddr>,
+    /// Serve the metered LLM gateway inside the sandbox: OPENAI_BASE_URL and
+    /// ANTHROPIC_BASE_URL point at it, and it adds the API keys (taken from
+    /// runproof's own OPENAI_API_KEY / ANTHROPIC_API_KEY) on the host side.
+    #[arg(long)]
+    gateway: bool,
+    /// Upstream for OpenAI-compatible calls through the gateway.
+    #[arg(long, value_name = "URL", default_value = "https://api.openai.com")]
+    openai_base: String,
+    /// Upstream for Anthropic calls through the gateway.
+    #[arg(long, value_name = "URL", default_value = "https://api.anthropic.com")]
+    anthropic_base: String,
+    /// Budget in USD for model calls through the gateway (implies --gateway)
+    /// and the run's compute; the run is stopped when it is spent (exit 124).
+    #[arg(long, value_name = "USD")]
+    budget: Option<f64>,
+    /// Model prices in LiteLLM's model_prices_and_context_window.json format,
+    /// on top of the bundled table.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
+    /// Ledger database (default: ~/.local/share/runproof/ledger.db).
+    #[arg(long, value_name = "FILE")]
+    ledger: Option<PathBuf>,
     /// Summary format printed on stderr when the run ends (json: the exit event).
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -156,19 +187,25 @@ pub fn run(args: RunArgs) -> ExitCode {
     spec.audit = args.audit.clone();
     spec.overlay = args.overlay.clone();
     let gate: Arc<Mutex<Option<runproof_net::Gate>>> = Arc::default();
-    if spec.policy.network.mode == NetworkMode::Proxy {
-        if let Err(msg) = attach_proxy(&mut spec, &args, gate.clone()) {
+    let proxy = spec.policy.network.mode == NetworkMode::Proxy;
+    if !proxy && !args.allow.is_empty() {
+        eprintln!("runproof: --allow needs --net proxy (the default network is loopback only)");
+        return ExitCode::from(2);
+    }
+    let metering = match attach_network(&mut spec, &args, gate.clone()) {
+        Ok(m) => m,
+        Err(msg) => {
             eprintln!("runproof: {msg}");
             eprintln!("runproof: the command did not run");
             return ExitCode::from(125);
         }
-    } else if !args.allow.is_empty() {
-        eprintln!("runproof: --allow needs --net proxy (the default network is loopback only)");
-        return ExitCode::from(2);
-    }
+    };
     let result = runproof_sandbox::run(spec);
     if let Some(g) = gate.lock().ok().and_then(|mut g| g.take()) {
         g.shutdown();
+    }
+    if let (Some(m), Ok(out)) = (&metering, &result) {
+        m.finish(out);
     }
     match result {
         Ok(out) => {
@@ -347,21 +384,72 @@ impl runproof_net::AuditSink for ProxyAudit {
     }
 }
 
-/// Bind the proxy's port inside the sandbox and serve it from here once the
-/// sandbox hands the listener over.
-fn attach_proxy(
+/// The gateway's bookkeeping for one run.
+struct Metering {
+    run_id: String,
+    ledger_path: PathBuf,
+    writer: runproof_ledger::LedgerWriter,
+    budget: Arc<runproof_ledger::Budget>,
+}
+
+impl Metering {
+    /// Charge the run's compute, close the run in the ledger, report spend.
+    fn finish(&self, out: &runproof_sandbox::RunOutcome) {
+        let x = &out.exit;
+        let cpu = x.user_cpu_s + x.system_cpu_s;
+        let mem_gib_s = x.peak_memory_bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64 * x.wall_s;
+        let cost = COMPUTE.cost(cpu, mem_gib_s);
+        self.budget.charge(cost);
+        let _ = self.writer.flush();
+        let now = runproof_ledger::time::unix_ms();
+        let status = if x.stopped.is_some() {
+            "stopped"
+        } else if x.exit_status == 0 {
+            "ok"
+        } else {
+            "failed"
+        };
+        match runproof_ledger::Ledger::open(&self.ledger_path) {
+            Ok(l) => {
+                let rec = runproof_ledger::ComputeRecord {
+                    run_id: Some(self.run_id.clone()),
+                    ts_ms: now,
+                    cpu_seconds: cpu,
+                    mem_gib_seconds: mem_gib_s,
+                    cost_usd: cost,
+                };
+                if let Err(e) = l
+                    .record_compute(&rec)
+                    .and_then(|()| l.end_run(&self.run_id, status, now))
+                {
+                    eprintln!("runproof: could not record the run in the ledger: {e}");
+                }
+            }
+            Err(e) => eprintln!("runproof: could not open the ledger: {e}"),
+        }
+        let st = self.budget.status();
+        eprintln!(
+            "runproof: run {} spent ${:.4} (compute ${cost:.4}){}",
+            self.run_id,
+            st.spent,
+            st.limit.map(|l| format!(" of ${l:.2}")).unwrap_or_default()
+        );
+    }
+}
+
+/// Wire the egress proxy (--net proxy) and the metered gateway (--gateway,
+/// --budget) to listeners bound inside the sandbox, served from here once the
+/// sandbox hands them over. Their events go into the run's audit log.
+fn attach_network(
     spec: &mut RunSpec,
     args: &RunArgs,
     gate: Arc<Mutex<Option<runproof_net::Gate>>>,
-) -> Result<(), String> {
-    let net = &spec.policy.network;
-    let mut rules: Vec<String> = net.allow.clone();
-    rules.extend(net.deny.iter().map(|d| format!("!{d}")));
-    let policy = runproof_net::EgressPolicy::from_rules(&rules)
-        .map_err(|e| format!("network rule: {e}"))?
-        .allow_private_addresses_for_tests(&args.allow_address);
-    let policy = Arc::new(policy);
-    // One audit log for the sandbox and the proxy.
+) -> Result<Option<Metering>, String> {
+    let proxy = spec.policy.network.mode == NetworkMode::Proxy;
+    let want_gateway = args.gateway || args.budget.is_some();
+    if !proxy && !want_gateway {
+        return Ok(None);
+    }
     let log = match &args.audit {
         Some(p) => AuditLog::to_file(p, std::time::Instant::now())
             .map_err(|e| format!("create audit log {}: {e}", p.display()))?,
@@ -369,19 +457,104 @@ fn attach_proxy(
     };
     let sink: Arc<dyn runproof_net::AuditSink> = Arc::new(ProxyAudit(log.clone()));
     spec.audit_log = Some(log);
-    spec.listen_ports = vec![PROXY_PORT];
-    spec.extra_env
-        .extend(runproof_net::sandbox_env(Some(PROXY_PORT), None));
-    spec.on_listeners = Some(Box::new(move |mut listeners| {
-        let Some(l) = listeners.pop() else { return };
-        match runproof_net::Gate::start(Some((l, policy, sink)), None) {
+
+    let egress = if proxy {
+        let net = &spec.policy.network;
+        let mut rules: Vec<String> = net.allow.clone();
+        rules.extend(net.deny.iter().map(|d| format!("!{d}")));
+        let policy = runproof_net::EgressPolicy::from_rules(&rules)
+            .map_err(|e| format!("network rule: {e}"))?
+            .allow_private_addresses_for_tests(&args.allow_address);
+        spec.listen_ports.push(PROXY_PORT);
+        Some(Arc::new(policy))
+    } else {
+        None
+    };
+
+    let mut metering = None;
+    let gateway = if want_gateway {
+        if let Some(b) = args.budget {
+            if !(b.is_finite() && b > 0.0) {
+                return Err(format!("--budget {b} is not a positive amount of USD"));
+            }
+        }
+        let up = |base: &str, var: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .map(|api_key| runproof_net::Upstream {
+                    base_url: base.to_string(),
+                    api_key,
+                })
+        };
+        let openai = up(&args.openai_base, "OPENAI_API_KEY");
+        let anthropic = up(&args.anthropic_base, "ANTHROPIC_API_KEY");
+        if openai.is_none() && anthropic.is_none() {
+            return Err("--gateway needs OPENAI_API_KEY or ANTHROPIC_API_KEY in runproof's environment (the keys stay on the host; the sandbox never sees them)".into());
+        }
+        let prices = runproof_ledger::PriceTable::bundled_with_file(args.prices.as_deref())
+            .map_err(|e| e.to_string())?;
+        let ledger_path = match &args.ledger {
+            Some(p) => p.clone(),
+            None => runproof_ledger::default_path().map_err(|e| e.to_string())?,
+        };
+        let ledger = runproof_ledger::Ledger::open(&ledger_path)
+            .map_err(|e| format!("ledger {}: {e}", ledger_path.display()))?;
+        let run_id = format!(
+            "run-{}-{}",
+            runproof_ledger::time::unix_ms(),
+            std::process::id()
+        );
+        ledger
+            .start_run(&runproof_ledger::RunRecord {
+                id: run_id.clone(),
+                task: None,
+                started_ms: runproof_ledger::time::unix_ms(),
+                budget_usd: args.budget,
+            })
+            .map_err(|e| format!("ledger {}: {e}", ledger_path.display()))?;
+        let writer = runproof_ledger::LedgerWriter::spawn(ledger);
+        let budget = runproof_ledger::Budget::new(args.budget);
+        let stop = Arc::new(runproof_sandbox::StopSignal::default());
+        spec.stop = Some(stop.clone());
+        let g = runproof_net::Gateway::new(runproof_net::GatewayConfig {
+            openai,
+            anthropic,
+            run_id: Some(run_id.clone()),
+            prices: Arc::new(prices),
+            budget: budget.clone(),
+            audit: sink.clone(),
+            on_stop: Some(Arc::new(move |reason| stop.stop(format!("{reason:?}")))),
+            ..runproof_net::GatewayConfig::new(writer.clone())
+        })
+        .map_err(|e| format!("gateway: {e}"))?;
+        spec.listen_ports.push(GATEWAY_PORT);
+        metering = Some(Metering {
+            run_id,
+            ledger_path,
+            writer,
+            budget,
+        });
+        Some(g)
+    } else {
+        None
+    };
+    spec.extra_env.extend(runproof_net::sandbox_env(
+        proxy.then_some(PROXY_PORT),
+        want_gateway.then_some(GATEWAY_PORT),
+    ));
+    spec.on_listeners = Some(Box::new(move |listeners| {
+        let mut it = listeners.into_iter();
+        let p = egress.and_then(|policy| it.next().map(|l| (l, policy, sink)));
+        let g = gateway.and_then(|g| it.next().map(|l| (l, g)));
+        match runproof_net::Gate::start(p, g) {
             Ok(g) => {
                 if let Ok(mut slot) = gate.lock() {
                     *slot = Some(g);
                 }
             }
-            Err(e) => eprintln!("runproof: egress proxy failed to start: {e}"),
+            Err(e) => eprintln!("runproof: egress proxy or gateway failed to start: {e}"),
         }
     }));
-    Ok(())
+    Ok(metering)
 }

@@ -44,6 +44,9 @@ pub struct ExitReport {
     /// The exit status `runproof run` itself returns (see `--help`).
     pub exit_status: i32,
     pub timed_out: bool,
+    /// Why the run was stopped from outside (e.g. the budget was spent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     pub oom_killed: bool,
     pub cpu_limit_exceeded: bool,
     pub wall_s: f64,
@@ -60,7 +63,8 @@ pub struct ExitReport {
 
 /// Exit statuses of `runproof run`.
 pub mod exit {
-    /// The wall-clock limit ended the command.
+    /// A limit ended the command: the wall-clock limit, or a stop from
+    /// outside such as a spent budget.
     pub const TIMEOUT: i32 = 124;
     /// The sandbox could not be set up; the command did not run.
     pub const SETUP: i32 = 125;

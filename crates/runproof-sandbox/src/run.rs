@@ -41,6 +41,26 @@ pub enum Stdio {
     },
 }
 
+/// Lets another thread end a run (for example the LLM gateway when the
+/// budget is spent). The supervisor checks it every 200 ms at most.
+#[derive(Debug, Default)]
+pub struct StopSignal {
+    reason: std::sync::Mutex<Option<String>>,
+}
+
+impl StopSignal {
+    /// Ask the run to stop; the first reason given is kept.
+    pub fn stop(&self, reason: impl Into<String>) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason.into());
+        }
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
 /// Callback that receives the loopback listeners bound inside the sandbox.
 pub type ListenerHook = Box<dyn FnOnce(Vec<TcpListener>) + Send>;
 
@@ -59,6 +79,8 @@ pub struct RunSpec {
     /// are handed to `on_listeners` (the egress proxy's seam).
     pub listen_ports: Vec<u16>,
     pub on_listeners: Option<ListenerHook>,
+    /// Ends the run when signalled (exit status 124, `stopped` says why).
+    pub stop: Option<std::sync::Arc<StopSignal>>,
     /// Variables set by runproof itself (e.g. proxy settings); they are not
     /// subject to the credential filter.
     pub extra_env: BTreeMap<String, String>,
@@ -75,6 +97,7 @@ impl RunSpec {
             overlay: None,
             listen_ports: Vec::new(),
             on_listeners: None,
+            stop: None,
             extra_env: BTreeMap::new(),
             stdio: Stdio::Inherit,
         }
@@ -739,6 +762,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let signals = interactive.then(|| pty::SignalWatch::new(use_pty));
     let sig_fd = signals.as_ref().map_or(-1, |s| s.fd());
     let mut timed_out = false;
+    let mut stopped: Option<String> = None;
     let mut cpu_exceeded = false;
     let mut interrupts = 0;
     let mut go_sent = false;
@@ -833,6 +857,11 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         if fds[1].revents != 0 {
             break;
         }
+        if let Some(reason) = spec.stop.as_ref().and_then(|s| s.reason()) {
+            stopped = Some(reason);
+            sup.kill_all(cg.as_ref());
+            break;
+        }
         if let (Some(limit), Some(cg)) = (cpu_limit_ns, &cg) {
             if cg.stats().cpu_ns.is_some_and(|ns| ns > limit) {
                 cpu_exceeded = true;
@@ -886,7 +915,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         None if libc::WIFEXITED(status) => (Some(libc::WEXITSTATUS(status)), None),
         None => (None, Some(libc::SIGKILL)),
     };
-    let (code, signal) = if timed_out || cpu_exceeded {
+    let (code, signal) = if timed_out || cpu_exceeded || stopped.is_some() {
         (None, Some(libc::SIGKILL))
     } else {
         (code, signal)
@@ -894,7 +923,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     // Any OOM kill in the sandbox counts, even when a shell reaped the
     // victim and exited on its own; a run that still succeeded keeps its 0.
     let oom_killed = stats.oom_kills > 0 && code != Some(0);
-    let exit_status = if timed_out {
+    let exit_status = if timed_out || stopped.is_some() {
         exit::TIMEOUT
     } else if cpu_exceeded || signal == Some(libc::SIGXCPU) {
         exit::CPU
@@ -952,6 +981,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         signal,
         exit_status,
         timed_out,
+        stopped,
         oom_killed,
         cpu_limit_exceeded: cpu_exceeded,
         wall_s: wall.as_secs_f64(),
