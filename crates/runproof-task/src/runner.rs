@@ -207,24 +207,7 @@ impl TestRunner for DirectRunner {
         kill_group(pgid);
         let wall = start.elapsed();
 
-        // Collect output; a process that left the group may hold the pipes
-        // open, so give up waiting after a grace period.
-        let mut streams: [Option<(Vec<u8>, bool)>; 2] = [None, None];
-        let grace = Instant::now() + Duration::from_secs(2);
-        let mut truncated = false;
-        while streams.iter().any(Option::is_none) {
-            let left = grace.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((i, data, t)) => streams[i] = Some((data, t)),
-                Err(_) => {
-                    truncated = true;
-                    break;
-                }
-            }
-        }
-        let [o, e] = streams;
-        let (stdout, t1) = o.unwrap_or_default();
-        let (stderr, t2) = e.unwrap_or_default();
+        let (stdout, stderr, truncated) = collect_streams(&rx);
         let mut unenforced = vec![
             "filesystem confinement".to_string(),
             "memory limit".to_string(),
@@ -239,11 +222,33 @@ impl TestRunner for DirectRunner {
             oom: false,
             stdout,
             stderr,
-            output_truncated: truncated || t1 || t2,
+            output_truncated: truncated,
             wall,
             unenforced,
         })
     }
+}
+
+/// Collect the two streams' readers; a process that left the group may hold
+/// the pipes open, so give up waiting after a grace period. Returns stdout,
+/// stderr, and whether anything was cut or lost.
+pub(crate) fn collect_streams(rx: &mpsc::Receiver<Chunk>) -> (Vec<u8>, Vec<u8>, bool) {
+    let mut streams: [Option<(Vec<u8>, bool)>; 2] = [None, None];
+    let grace = Instant::now() + Duration::from_secs(2);
+    let mut lost = false;
+    while streams.iter().any(Option::is_none) {
+        match rx.recv_timeout(grace.saturating_duration_since(Instant::now())) {
+            Ok((i, data, t)) => streams[i] = Some((data, t)),
+            Err(_) => {
+                lost = true;
+                break;
+            }
+        }
+    }
+    let [o, e] = streams;
+    let (stdout, t1) = o.unwrap_or_default();
+    let (stderr, t2) = e.unwrap_or_default();
+    (stdout, stderr, lost || t1 || t2)
 }
 
 fn kill_group(pgid: i32) {

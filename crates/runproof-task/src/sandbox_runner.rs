@@ -5,12 +5,14 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use runproof_sandbox::policy::Seconds;
 use runproof_sandbox::{LayerState, Policy, RunSpec, Stdio};
 
-use crate::runner::{REPORT_DIR_ENV, RunRequest, RunResult, RunnerError, TestRunner, spawn_reader};
+use crate::runner::{
+    REPORT_DIR_ENV, RunRequest, RunResult, RunnerError, TestRunner, collect_streams, spawn_reader,
+};
 
 /// Runs each request with `runproof_sandbox::run`, starting from `policy`.
 #[derive(Debug, Clone, Default)]
@@ -78,21 +80,7 @@ impl TestRunner for SandboxRunner {
         let outcome =
             runproof_sandbox::run(spec).map_err(|e| RunnerError::Other(format!("sandbox: {e}")))?;
         let wall = start.elapsed();
-        let mut streams: [Option<(Vec<u8>, bool)>; 2] = [None, None];
-        let grace = Instant::now() + Duration::from_secs(2);
-        let mut truncated = false;
-        while streams.iter().any(Option::is_none) {
-            match rx.recv_timeout(grace.saturating_duration_since(Instant::now())) {
-                Ok((i, data, t)) => streams[i] = Some((data, t)),
-                Err(_) => {
-                    truncated = true;
-                    break;
-                }
-            }
-        }
-        let [o, e] = streams;
-        let (stdout, t1) = o.unwrap_or_default();
-        let (stderr, t2) = e.unwrap_or_default();
+        let (stdout, stderr, truncated) = collect_streams(&rx);
         let mut unenforced: Vec<String> = outcome
             .layers
             .iter()
@@ -110,7 +98,7 @@ impl TestRunner for SandboxRunner {
             oom: x.oom_killed,
             stdout,
             stderr,
-            output_truncated: truncated || t1 || t2,
+            output_truncated: truncated,
             wall,
             unenforced,
         })
