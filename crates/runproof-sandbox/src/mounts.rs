@@ -68,6 +68,16 @@ pub enum Op {
 }
 
 impl Op {
+    /// A host path made visible at the same path, read-only or read-write.
+    pub fn same_path(p: &Path, write: bool) -> Op {
+        Op::Bind {
+            src: p.to_path_buf(),
+            dst: p.to_path_buf(),
+            write,
+            dev: false,
+        }
+    }
+
     fn dst(&self) -> &Path {
         match self {
             Op::Bind { dst, .. }

@@ -198,12 +198,7 @@ fn build_plan(
                 });
             }
             Ok(_) => {
-                plan.push(Op::Bind {
-                    src: p.to_path_buf(),
-                    dst: p.to_path_buf(),
-                    write: false,
-                    dev: false,
-                });
+                plan.push(Op::same_path(&p, false));
                 ll.read.push(p.to_path_buf());
             }
             Err(_) => {}
@@ -297,12 +292,7 @@ fn build_plan(
     for tc in &policy.toolchains {
         if let Some(dir) = tc.locate(host_home.as_deref()) {
             let dir = dir.canonicalize().unwrap_or(dir);
-            plan.push(Op::Bind {
-                src: dir.clone(),
-                dst: dir.clone(),
-                write: false,
-                dev: false,
-            });
+            plan.push(Op::same_path(&dir, false));
             ll.read.push(dir.clone());
             for s in tc.secrets() {
                 mask(&mut plan, &dir.join(s));
@@ -318,12 +308,7 @@ fn build_plan(
             work: work.to_path_buf(),
             dst: ws.to_path_buf(),
         }),
-        None => plan.push(Op::Bind {
-            src: ws.to_path_buf(),
-            dst: ws.to_path_buf(),
-            write: true,
-            dev: false,
-        }),
+        None => plan.push(Op::same_path(&ws, true)),
     }
     ll.write.push(ws.to_path_buf());
     let mut protected_ro = 0;
@@ -338,12 +323,7 @@ fn build_plan(
     for (paths, write) in [(&policy.paths.read, false), (&policy.paths.write, true)] {
         for p in paths {
             let p = absolute(p)?;
-            plan.push(Op::Bind {
-                src: p.clone(),
-                dst: p.clone(),
-                write,
-                dev: false,
-            });
+            plan.push(Op::same_path(&p, write));
             if write {
                 ll.write.push(p)
             } else {
