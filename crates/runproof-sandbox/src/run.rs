@@ -198,7 +198,7 @@ fn build_plan(
                 });
             }
             Ok(_) => {
-                plan.push(Op::same_path(&p, false));
+                plan.push(Op::same_path(p, false));
                 ll.read.push(p.to_path_buf());
             }
             Err(_) => {}
@@ -308,7 +308,7 @@ fn build_plan(
             work: work.to_path_buf(),
             dst: ws.to_path_buf(),
         }),
-        None => plan.push(Op::same_path(&ws, true)),
+        None => plan.push(Op::same_path(ws, true)),
     }
     ll.write.push(ws.to_path_buf());
     let mut protected_ro = 0;
