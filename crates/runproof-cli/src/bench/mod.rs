@@ -124,7 +124,11 @@ fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
     }
     let template = parse_template(&args.agent)?;
     let agent_name = args.name.clone().unwrap_or_else(|| default_name(&template));
-    let tasks = load(&args.tasks, &args.instances)?;
+    let tasks_path = args
+        .tasks
+        .canonicalize()
+        .map_err(|e| format!("--tasks {}: {e}", args.tasks.display()))?;
+    let tasks = load(&tasks_path, &args.instances)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create --out {}: {e}", args.out.display()))?;
     let out = args
@@ -370,11 +374,17 @@ impl Ctx {
             .map(|e| match e.as_str() {
                 "{workspace}" => ws.clone().into_os_string(),
                 "{task_file}" => task_file.clone().into_os_string(),
-                other => OsString::from(other),
+                // The agent starts in the workspace: host files it names go by absolute path.
+                other => match Path::new(other).canonicalize() {
+                    Ok(abs) if Path::new(other).is_file() => abs.into_os_string(),
+                    _ => OsString::from(other),
+                },
             })
             .collect();
-        let mut policy = Policy::default();
-        policy.workspace = Some(ws.clone());
+        let mut policy = Policy {
+            workspace: Some(ws.clone()),
+            ..Policy::default()
+        };
         policy.limits.timeout = Some(Seconds(self.timeout));
         policy.network.mode = NetworkMode::Proxy;
         for rule in &self.allow {
@@ -397,7 +407,11 @@ impl Ctx {
         spec.overlay = Some(layer.clone());
         let gate: Arc<Mutex<Option<runproof_net::Gate>>> = Arc::default();
         attach_proxy(&mut spec, &audit_path, &self.allow_address, gate.clone())?;
-        let (rd, wr) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+        // A socket pair (not a file) so the host reads and bounds what the agent writes.
+        let (rd, wr) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| format!("socket pair for the agent's output: {e}"))?;
+        rd.shutdown(std::net::Shutdown::Write)
+            .map_err(|e| format!("socket pair: {e}"))?;
         let wr2 = wr
             .try_clone()
             .map_err(|e| format!("duplicate the output pipe: {e}"))?;
@@ -511,7 +525,7 @@ fn count_blocked(path: &Path) -> usize {
 }
 
 /// Reads everything, keeps the first [`MAX_AGENT_LOG`] bytes, returns them and the total.
-fn read_bounded(mut f: std::io::PipeReader) -> (Vec<u8>, u64) {
+fn read_bounded(mut f: std::os::unix::net::UnixStream) -> (Vec<u8>, u64) {
     let mut keep = Vec::new();
     let mut total = 0u64;
     let mut buf = [0u8; 8192];

@@ -92,7 +92,7 @@ pub fn bound(s: &str, max: usize) -> String {
         s.to_string()
     } else {
         let mut t: String = s.chars().take(max).collect();
-        t.push_str("…");
+        t.push('…');
         t
     }
 }
