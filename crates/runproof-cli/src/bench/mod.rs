@@ -112,9 +112,11 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
 fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
     if args.budget.is_some() {
-        return Err("--budget needs the metered LLM gateway, which bench does not wire yet; \
+        return Err(
+            "--budget needs the metered LLM gateway, which bench does not wire yet; \
              run without --budget (cost is reported as unknown)"
-            .into());
+                .into(),
+        );
     }
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return Err(format!(
@@ -477,12 +479,7 @@ impl Ctx {
             .evidence
             .iter()
             .take(8)
-            .map(|e| {
-                report::bound(
-                    &format!("{:?}: {} ({})", e.rule, e.detail, e.subject),
-                    300,
-                )
-            })
+            .map(|e| report::bound(&format!("{:?}: {} ({})", e.rule, e.detail, e.subject), 300))
             .collect();
         row.evidence_total = ar.evidence.len();
         row.similarity = ar.similarity.as_ref().map(|s| s.score);

@@ -84,7 +84,8 @@ impl Row {
     }
 }
 
-const COST_NOTE: &str = "unknown: not metered (bench does not route the agent through the metered gateway yet)";
+const COST_NOTE: &str =
+    "unknown: not metered (bench does not route the agent through the metered gateway yet)";
 
 /// Cut `s` to at most `max` characters, marking the cut.
 pub fn bound(s: &str, max: usize) -> String {
@@ -201,12 +202,21 @@ impl Scoreboard {
             "task", "agent", "verdict", "audit", "wall s"
         ));
         for r in &self.rows {
-            let ev = r
+            let mut ev = r
                 .evidence
                 .first()
                 .cloned()
                 .or_else(|| r.error.clone())
                 .unwrap_or_else(|| r.reason.clone());
+            if r.blocked_requests > 0 {
+                ev = format!(
+                    "{} request(s) blocked by the proxy; {ev}",
+                    r.blocked_requests
+                );
+            }
+            if r.agent_timed_out {
+                ev = format!("agent timed out; {ev}");
+            }
             o.push_str(&format!(
                 "{:<24} {:<20} {:<22} {:<11} {:>7.1}  {}\n",
                 one_line(&r.instance_id, 24),
