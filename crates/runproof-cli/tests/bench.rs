@@ -412,3 +412,93 @@ fn bad_input_is_refused_with_exit_2() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn hostile_instance_ids_stay_inside_out_and_are_escaped() {
+    let ex = build_examples();
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(ex.join("tasks.jsonl")).unwrap();
+    let mut v: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["instance_id"] == "py-stats-1")
+        .unwrap();
+    // The task loader refuses `/` and a leading `.` in ids; the rest is allowed.
+    let id = "<script>alert(\"x\") <img src=x onerror=alert(1)>";
+    v["instance_id"] = id.into();
+    v["repo_path"] = ex.join("repos/py-stats").to_str().unwrap().into();
+    let tasks = tmp.path().join("tasks.jsonl");
+    std::fs::write(&tasks, format!("{v}\n")).unwrap();
+    let out = tmp.path().join("out");
+    let o = bench(
+        &[
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--agent",
+            &agent("git-miner"),
+            "--timeout",
+            "60",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Everything the run wrote is under OUT.
+    let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["out", "tasks.jsonl"]);
+    assert!(
+        out.join("_script_alert__x____img_src_x_onerror_alert_1__/audit.jsonl")
+            .is_file()
+    );
+    let b = scoreboard(&out);
+    assert_eq!(b["rows"][0]["instance_id"], id);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        !html.contains("<script") && !html.contains("<img"),
+        "{html}"
+    );
+    assert!(html.contains(
+        "<td>&lt;script&gt;alert(&quot;x&quot;) &lt;img src=x onerror=alert(1)&gt;</td>"
+    ));
+}
+
+#[test]
+fn overspender_is_refused_by_the_proxy_and_its_cost_is_unknown_not_zero() {
+    build_examples();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let template = format!(
+        "{} http://127.0.0.3:9/v1/chat/completions 20",
+        agent("overspender")
+    );
+    let o = bench(
+        &[
+            "--tasks",
+            "examples/tasks.jsonl",
+            "--instance",
+            "py-stats-1",
+            "--agent",
+            &template,
+            "--timeout",
+            "60",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = scoreboard(&out);
+    let r = row(&b, "py-stats-1");
+    assert_eq!(r["blocked_requests"], 20, "{r:#}");
+    assert_eq!(r["agent_exit"], 1);
+    assert!(r["cost_usd"].is_null() && b["cost_usd"].is_null());
+    assert!(b["cost_note"].as_str().unwrap().contains("not metered"));
+    let txt = std::fs::read_to_string(out.join("scoreboard.txt")).unwrap();
+    assert!(txt.contains("20 request(s) blocked by the proxy"), "{txt}");
+    assert!(txt.contains("unknown (not metered)"), "{txt}");
+}
