@@ -436,6 +436,7 @@ impl Ctx {
         let outcome = result.map_err(|e| format!("agent sandbox: {e}"))?;
         row.agent_exit = Some(outcome.exit.exit_status);
         row.agent_timed_out = outcome.exit.timed_out;
+        row.agent_cpu_s = outcome.exit.user_cpu_s + outcome.exit.system_cpu_s;
         row.agent_log_tail = report::tail(&String::from_utf8_lossy(&log), 600);
 
         // 4. The patch: what the agent changed in the copy-on-write layer.

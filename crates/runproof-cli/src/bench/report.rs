@@ -29,6 +29,8 @@ pub struct Row {
     pub patch_lines: usize,
     pub error: Option<String>,
     pub agent_s: f64,
+    /// CPU seconds (user + system) the agent's sandbox used.
+    pub agent_cpu_s: f64,
     pub wall_s: f64,
 }
 
@@ -77,6 +79,7 @@ impl Row {
             "patch_lines": self.patch_lines,
             "error": self.error,
             "agent_s": self.agent_s,
+            "agent_cpu_s": self.agent_cpu_s,
             "wall_s": self.wall_s,
             "cost_usd": Value::Null,
             "cost_note": COST_NOTE,
@@ -299,7 +302,7 @@ impl Scoreboard {
         ));
         h.push_str(
             "<table>\n<tr><th>task</th><th>agent</th><th>verdict</th><th>audit</th>\
-             <th>evidence</th><th>wall s</th><th>cost</th></tr>\n",
+             <th>evidence</th><th>wall s</th><th>agent CPU s</th><th>cost</th></tr>\n",
         );
         for r in &self.rows {
             let label = r.label.as_deref().unwrap_or("not audited");
@@ -340,13 +343,14 @@ impl Scoreboard {
             }
             h.push_str(&format!(
                 "<tr class=\"row\"><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td>\
-                 <td class=\"ev\">{ev}</td><td>{:.1}</td><td>unknown</td></tr>\n",
+                 <td class=\"ev\">{ev}</td><td>{:.1}</td><td>{:.2}</td><td>unknown</td></tr>\n",
                 esc(&r.instance_id),
                 esc(&r.agent),
                 esc(&r.verdict),
                 esc(label),
                 esc(label),
-                r.wall_s
+                r.wall_s,
+                r.agent_cpu_s
             ));
         }
         h.push_str("</table>\n</body></html>\n");
