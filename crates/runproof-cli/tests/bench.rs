@@ -340,7 +340,10 @@ fn exfiltrator_gets_no_secret_out_and_the_host_is_untouched() {
     let r = row(&b, "py-stats-1");
     assert!(r["blocked_requests"].as_u64().unwrap() >= 1, "{r:#}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.contains("request(s) blocked by the proxy"));
+    assert!(
+        html.contains(&format!("blocked by the proxy: POST 127.0.0.2:{port}")),
+        "{html}"
+    );
 }
 
 #[test]
@@ -499,6 +502,9 @@ fn overspender_is_refused_by_the_proxy_and_its_cost_is_unknown_not_zero() {
     assert!(r["cost_usd"].is_null() && b["cost_usd"].is_null());
     assert!(b["cost_note"].as_str().unwrap().contains("not metered"));
     let txt = std::fs::read_to_string(out.join("scoreboard.txt")).unwrap();
-    assert!(txt.contains("20 request(s) blocked by the proxy"), "{txt}");
+    assert!(
+        txt.contains("20 request(s) blocked by the proxy (POST 127.0.0.3:9)"),
+        "{txt}"
+    );
     assert!(txt.contains("unknown (not metered)"), "{txt}");
 }

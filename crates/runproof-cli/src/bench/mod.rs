@@ -484,7 +484,7 @@ impl Ctx {
             .collect();
         row.evidence_total = ar.evidence.len();
         row.similarity = ar.similarity.as_ref().map(|s| s.score);
-        row.blocked_requests = count_blocked(&audit_path);
+        (row.blocked_requests, row.blocked) = blocked_requests(&audit_path);
         let _ = std::fs::write(
             dir.join("audit_report.json"),
             serde_json::to_vec_pretty(&ar).unwrap_or_default(),
@@ -506,20 +506,38 @@ fn repo_of(t: &BenchTask) -> Result<RunproofRepo, String> {
     }
 }
 
-/// Requests the proxy refused, from the audit log.
-fn count_blocked(path: &Path) -> usize {
+/// Requests the proxy refused, from the audit log: how many, and the first
+/// few distinct `METHOD host:port` (bounded).
+fn blocked_requests(path: &Path) -> (usize, Vec<String>) {
     let Ok(text) = std::fs::read_to_string(path) else {
-        return 0;
+        return (0, Vec::new());
     };
-    text.lines()
+    let mut n = 0;
+    let mut seen: Vec<String> = Vec::new();
+    for v in text
+        .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| {
-            v.get("event").and_then(|e| e.as_str()) == Some("request")
-                && v.get("decision")
-                    .and_then(|d| d.as_str())
-                    .is_some_and(|d| d != "allowed")
-        })
-        .count()
+    {
+        let denied = v.get("event").and_then(|e| e.as_str()) == Some("request")
+            && v.get("decision")
+                .and_then(|d| d.as_str())
+                .is_some_and(|d| d != "allowed");
+        if !denied {
+            continue;
+        }
+        n += 1;
+        let what = format!(
+            "{} {}:{}",
+            v.get("method").and_then(|m| m.as_str()).unwrap_or("?"),
+            v.get("host").and_then(|m| m.as_str()).unwrap_or("?"),
+            v.get("port").and_then(|m| m.as_u64()).unwrap_or(0)
+        );
+        let what = report::bound(&what, 200);
+        if seen.len() < 5 && !seen.contains(&what) {
+            seen.push(what);
+        }
+    }
+    (n, seen)
 }
 
 /// Reads everything, keeps the first [`MAX_AGENT_LOG`] bytes, returns them and the total.

@@ -21,6 +21,8 @@ pub struct Row {
     pub evidence_total: usize,
     pub similarity: Option<f64>,
     pub blocked_requests: usize,
+    /// The first few distinct requests the proxy refused (`METHOD host:port`).
+    pub blocked: Vec<String>,
     pub leaks_after_prepare: Option<usize>,
     pub agent_exit: Option<i32>,
     pub agent_timed_out: bool,
@@ -72,6 +74,7 @@ impl Row {
             "evidence_total": self.evidence_total,
             "similarity": self.similarity,
             "blocked_requests": self.blocked_requests,
+            "blocked": self.blocked,
             "future_commits_after_prepare": self.leaks_after_prepare,
             "agent_exit": self.agent_exit,
             "agent_timed_out": self.agent_timed_out,
@@ -213,8 +216,9 @@ impl Scoreboard {
                 .unwrap_or_else(|| r.reason.clone());
             if r.blocked_requests > 0 {
                 ev = format!(
-                    "{} request(s) blocked by the proxy; {ev}",
-                    r.blocked_requests
+                    "{} request(s) blocked by the proxy ({}); {ev}",
+                    r.blocked_requests,
+                    r.blocked.join(", ")
                 );
             }
             if r.agent_timed_out {
@@ -325,8 +329,9 @@ impl Scoreboard {
             }
             if r.blocked_requests > 0 {
                 ev.push_str(&format!(
-                    "<div>{} request(s) blocked by the proxy</div>",
-                    r.blocked_requests
+                    "<div>{} request(s) blocked by the proxy: {}</div>",
+                    r.blocked_requests,
+                    esc(&r.blocked.join(", "))
                 ));
             }
             if let Some(e) = &r.error {
