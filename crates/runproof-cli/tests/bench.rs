@@ -508,3 +508,35 @@ fn overspender_is_refused_by_the_proxy_and_its_cost_is_unknown_not_zero() {
     );
     assert!(txt.contains("unknown (not metered)"), "{txt}");
 }
+
+#[test]
+fn an_agent_past_its_timeout_is_killed_and_counted_unresolved_not_infrastructure() {
+    build_examples();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let t0 = Instant::now();
+    let o = bench(
+        &[
+            "--tasks",
+            "examples/tasks.jsonl",
+            "--instance",
+            "py-stats-1",
+            // Follows the task file forever.
+            "--agent",
+            "tail -f {task_file} {workspace}",
+            "--timeout",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    let b = scoreboard(&out);
+    let r = row(&b, "py-stats-1");
+    assert_eq!(r["agent_timed_out"], true, "{r:#}");
+    assert_eq!(r["agent_exit"], 124, "{r:#}");
+    assert_eq!(r["category"], "unresolved", "{r:#}");
+    assert!(r["agent_s"].as_f64().unwrap() < 15.0, "{r:#}");
+}
