@@ -86,7 +86,7 @@ pub struct BenchArgs {
     /// Spending cap in USD (needs the metered gateway, which bench does not wire yet).
     #[arg(long, value_name = "USD")]
     budget: Option<f64>,
-    /// Output directory (created; must be empty or absent).
+    /// Output directory (created; refused when it already holds results for one of the tasks).
     #[arg(long, default_value = "runproof-bench", value_name = "DIR")]
     out: PathBuf,
     /// What to print on stdout at the end.
