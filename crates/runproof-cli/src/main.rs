@@ -1,5 +1,6 @@
 //! The `runproof` binary: clap commands that wire the library crates together.
 
+mod bench;
 mod cmd_demo;
 mod cmd_run;
 mod cmd_scan;
@@ -58,6 +59,9 @@ enum Command {
     Verify(runproof_task::cli::VerifyArgs),
     /// Grade SWE-bench predictions in parallel, resumable (exit 0 when every instance was graded).
     Eval(runproof_task::cli::EvalArgs),
+    /// Run an agent over a task suite: sandboxed, verified, audited for retrieval; scoreboard and HTML report.
+    #[command(after_help = bench::BENCH_HELP)]
+    Bench(Box<bench::BenchArgs>),
     /// Task-set tools.
     #[command(subcommand)]
     Task(runproof_task::cli::TaskCommand),
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         )),
         Command::Verify(a) => exit(runproof_task::cli::verify(&a, task_runner())),
         Command::Eval(a) => exit(runproof_task::cli::eval(&a, task_runner())),
+        Command::Bench(a) => bench::run(*a),
         Command::Task(c) => exit(runproof_task::cli::task(&c, task_runner())),
     }
 }
