@@ -6,7 +6,7 @@ use runproof_sandbox::policy::NetworkMode;
 use runproof_sandbox::policy::{ByteSize, Seconds};
 use runproof_sandbox::{LayerState, Policy, RunSpec, SandboxError};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -192,7 +192,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         eprintln!("runproof: --allow needs --net proxy (the default network is loopback only)");
         return ExitCode::from(2);
     }
-    let metering = match attach_network(&mut spec, &args, gate.clone()) {
+    let metering = match attach_network(&mut spec, &NetSetup::from_args(&args), gate.clone()) {
         Ok(m) => m,
         Err(msg) => {
             eprintln!("runproof: {msg}");
@@ -385,7 +385,7 @@ impl runproof_net::AuditSink for ProxyAudit {
 }
 
 /// The gateway's bookkeeping for one run.
-struct Metering {
+pub(crate) struct Metering {
     run_id: String,
     ledger_path: PathBuf,
     writer: runproof_ledger::LedgerWriter,
@@ -394,7 +394,7 @@ struct Metering {
 
 impl Metering {
     /// Charge the run's compute, close the run in the ledger, report spend.
-    fn finish(&self, out: &runproof_sandbox::RunOutcome) {
+    pub(crate) fn finish(&self, out: &runproof_sandbox::RunOutcome) {
         let x = &out.exit;
         let cpu = x.user_cpu_s + x.system_cpu_s;
         let mem_gib_s = x.peak_memory_bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64 * x.wall_s;
@@ -437,20 +437,54 @@ impl Metering {
     }
 }
 
-/// Wire the egress proxy (--net proxy) and the metered gateway (--gateway,
-/// --budget) to listeners bound inside the sandbox, served from here once the
+/// How `attach_network` should reach out of a sandbox.
+pub(crate) struct NetSetup<'a> {
+    /// The run's audit log file, shared by the sandbox, proxy and gateway.
+    pub audit: Option<&'a Path>,
+    /// Private addresses the proxy may connect to (`--allow-address`).
+    pub allow_address: &'a [std::net::IpAddr],
+    /// Serve the metered gateway too.
+    pub gateway: Option<GatewaySetup<'a>>,
+}
+
+pub(crate) struct GatewaySetup<'a> {
+    pub openai_base: &'a str,
+    pub anthropic_base: &'a str,
+    pub budget: Option<f64>,
+    pub prices: Option<&'a Path>,
+    pub ledger: Option<&'a Path>,
+}
+
+impl<'a> NetSetup<'a> {
+    fn from_args(args: &'a RunArgs) -> Self {
+        NetSetup {
+            audit: args.audit.as_deref(),
+            allow_address: &args.allow_address,
+            gateway: (args.gateway || args.budget.is_some()).then(|| GatewaySetup {
+                openai_base: &args.openai_base,
+                anthropic_base: &args.anthropic_base,
+                budget: args.budget,
+                prices: args.prices.as_deref(),
+                ledger: args.ledger.as_deref(),
+            }),
+        }
+    }
+}
+
+/// Wire the egress proxy (policy network mode `proxy`) and the metered
+/// gateway to listeners bound inside the sandbox, served from here once the
 /// sandbox hands them over. Their events go into the run's audit log.
-fn attach_network(
+pub(crate) fn attach_network(
     spec: &mut RunSpec,
-    args: &RunArgs,
+    setup: &NetSetup,
     gate: Arc<Mutex<Option<runproof_net::Gate>>>,
 ) -> Result<Option<Metering>, String> {
     let proxy = spec.policy.network.mode == NetworkMode::Proxy;
-    let want_gateway = args.gateway || args.budget.is_some();
+    let want_gateway = setup.gateway.is_some();
     if !proxy && !want_gateway {
         return Ok(None);
     }
-    let log = match &args.audit {
+    let log = match setup.audit {
         Some(p) => AuditLog::to_file(p, std::time::Instant::now())
             .map_err(|e| format!("create audit log {}: {e}", p.display()))?,
         None => AuditLog::disabled(std::time::Instant::now()),
@@ -464,7 +498,7 @@ fn attach_network(
         rules.extend(net.deny.iter().map(|d| format!("!{d}")));
         let policy = runproof_net::EgressPolicy::from_rules(&rules)
             .map_err(|e| format!("network rule: {e}"))?
-            .allow_private_addresses_for_tests(&args.allow_address);
+            .allow_private_addresses_for_tests(setup.allow_address);
         spec.listen_ports.push(PROXY_PORT);
         Some(Arc::new(policy))
     } else {
@@ -472,8 +506,8 @@ fn attach_network(
     };
 
     let mut metering = None;
-    let gateway = if want_gateway {
-        if let Some(b) = args.budget {
+    let gateway = if let Some(gw) = &setup.gateway {
+        if let Some(b) = gw.budget {
             if !(b.is_finite() && b > 0.0) {
                 return Err(format!("--budget {b} is not a positive amount of USD"));
             }
@@ -487,15 +521,15 @@ fn attach_network(
                     api_key,
                 })
         };
-        let openai = up(&args.openai_base, "OPENAI_API_KEY");
-        let anthropic = up(&args.anthropic_base, "ANTHROPIC_API_KEY");
+        let openai = up(gw.openai_base, "OPENAI_API_KEY");
+        let anthropic = up(gw.anthropic_base, "ANTHROPIC_API_KEY");
         if openai.is_none() && anthropic.is_none() {
             return Err("--gateway needs OPENAI_API_KEY or ANTHROPIC_API_KEY in runproof's environment (the keys stay on the host; the sandbox never sees them)".into());
         }
-        let prices = runproof_ledger::PriceTable::bundled_with_file(args.prices.as_deref())
-            .map_err(|e| e.to_string())?;
-        let ledger_path = match &args.ledger {
-            Some(p) => p.clone(),
+        let prices =
+            runproof_ledger::PriceTable::bundled_with_file(gw.prices).map_err(|e| e.to_string())?;
+        let ledger_path = match gw.ledger {
+            Some(p) => p.to_path_buf(),
             None => runproof_ledger::default_path().map_err(|e| e.to_string())?,
         };
         let ledger = runproof_ledger::Ledger::open(&ledger_path)
@@ -510,11 +544,11 @@ fn attach_network(
                 id: run_id.clone(),
                 task: None,
                 started_ms: runproof_ledger::time::unix_ms(),
-                budget_usd: args.budget,
+                budget_usd: gw.budget,
             })
             .map_err(|e| format!("ledger {}: {e}", ledger_path.display()))?;
         let writer = runproof_ledger::LedgerWriter::spawn(ledger);
-        let budget = runproof_ledger::Budget::new(args.budget);
+        let budget = runproof_ledger::Budget::new(gw.budget);
         let stop = Arc::new(runproof_sandbox::StopSignal::default());
         spec.stop = Some(stop.clone());
         let g = runproof_net::Gateway::new(runproof_net::GatewayConfig {

@@ -13,7 +13,6 @@ use clap::{Args, ValueEnum};
 use runproof_integrity::audit::{AuditOptions, audit};
 use runproof_integrity::prepare::{PrepareOptions, prepare};
 use runproof_integrity::trajectory;
-use runproof_sandbox::audit::{AuditLog, Event};
 use runproof_sandbox::overlay::{DiffOptions, diff_to_vec};
 use runproof_sandbox::policy::{NetworkMode, Seconds};
 use runproof_sandbox::{Policy, RunSpec, Stdio};
@@ -30,7 +29,6 @@ use std::time::Instant;
 pub use report::Row;
 
 /// Port of the egress proxy inside each agent sandbox.
-const PROXY_PORT: u16 = crate::cmd_run::PROXY_PORT;
 /// Most bytes of the agent's output kept (the rest is counted, not stored).
 const MAX_AGENT_LOG: usize = 256 * 1024;
 /// Longest line read from the tasks file.
@@ -408,7 +406,12 @@ impl Ctx {
         let mut spec = RunSpec::new(policy, argv);
         spec.overlay = Some(layer.clone());
         let gate: Arc<Mutex<Option<runproof_net::Gate>>> = Arc::default();
-        attach_proxy(&mut spec, &audit_path, &self.allow_address, gate.clone())?;
+        let setup = crate::cmd_run::NetSetup {
+            audit: Some(&audit_path),
+            allow_address: &self.allow_address,
+            gateway: None,
+        };
+        crate::cmd_run::attach_network(&mut spec, &setup, gate.clone())?;
         // A socket pair (not a file) so the host reads and bounds what the agent writes.
         let (rd, wr) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| format!("socket pair for the agent's output: {e}"))?;
@@ -556,53 +559,6 @@ fn read_bounded(mut f: std::os::unix::net::UnixStream) -> (Vec<u8>, u64) {
         }
     }
     (keep, total)
-}
-
-/// Forwards the proxy's events into the run's audit log.
-struct ProxyAudit(AuditLog);
-
-impl runproof_net::AuditSink for ProxyAudit {
-    fn record(&self, event: &runproof_net::AuditEvent) {
-        if let Ok(v) = serde_json::to_value(event) {
-            self.0.record(&Event::Request(v));
-        }
-    }
-}
-
-/// Serve the egress proxy on the sandbox's loopback, its events in the run's audit log
-/// (the same wiring as `runproof run --net proxy`).
-fn attach_proxy(
-    spec: &mut RunSpec,
-    audit: &Path,
-    allow_address: &[std::net::IpAddr],
-    gate: Arc<Mutex<Option<runproof_net::Gate>>>,
-) -> Result<(), String> {
-    let net = &spec.policy.network;
-    let mut rules: Vec<String> = net.allow.clone();
-    rules.extend(net.deny.iter().map(|d| format!("!{d}")));
-    let policy = runproof_net::EgressPolicy::from_rules(&rules)
-        .map_err(|e| format!("network rule: {e}"))?
-        .allow_private_addresses_for_tests(allow_address);
-    let policy = Arc::new(policy);
-    let log = AuditLog::to_file(audit, Instant::now())
-        .map_err(|e| format!("create audit log {}: {e}", audit.display()))?;
-    let sink: Arc<dyn runproof_net::AuditSink> = Arc::new(ProxyAudit(log.clone()));
-    spec.audit_log = Some(log);
-    spec.listen_ports = vec![PROXY_PORT];
-    spec.extra_env
-        .extend(runproof_net::sandbox_env(Some(PROXY_PORT), None));
-    spec.on_listeners = Some(Box::new(move |mut listeners| {
-        let Some(l) = listeners.pop() else { return };
-        match runproof_net::Gate::start(Some((l, policy, sink)), None) {
-            Ok(g) => {
-                if let Ok(mut slot) = gate.lock() {
-                    *slot = Some(g);
-                }
-            }
-            Err(e) => eprintln!("runproof bench: egress proxy failed to start: {e}"),
-        }
-    }));
-    Ok(())
 }
 
 #[cfg(test)]
