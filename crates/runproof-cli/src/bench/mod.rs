@@ -28,7 +28,6 @@ use std::time::Instant;
 
 pub use report::Row;
 
-/// Port of the egress proxy inside each agent sandbox.
 /// Most bytes of the agent's output kept (the rest is counted, not stored).
 const MAX_AGENT_LOG: usize = 256 * 1024;
 /// Longest line read from the tasks file.
