@@ -394,6 +394,11 @@ pub(crate) struct Metering {
 
 impl Metering {
     /// Charge the run's compute, close the run in the ledger, report spend.
+    /// Spent so far: model calls, plus compute once `finish` ran.
+    pub(crate) fn spent_usd(&self) -> f64 {
+        self.budget.status().spent
+    }
+
     pub(crate) fn finish(&self, out: &runproof_sandbox::RunOutcome) {
         let x = &out.exit;
         let cpu = x.user_cpu_s + x.system_cpu_s;

@@ -2,6 +2,8 @@
 //! example tasks and scripted agents. Each run has a deadline and is killed
 //! (with its process group) when it passes.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -539,4 +541,72 @@ fn an_agent_past_its_timeout_is_killed_and_counted_unresolved_not_infrastructure
     assert_eq!(r["agent_exit"], 124, "{r:#}");
     assert_eq!(r["category"], "unresolved", "{r:#}");
     assert!(r["agent_s"].as_f64().unwrap() < 15.0, "{r:#}");
+}
+
+#[test]
+fn overspender_under_a_budget_is_metered_and_stopped() {
+    build_examples();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let port = common::fake_openai(seen.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // The gateway listens on 127.0.0.1:4000 inside the sandbox.
+    let template = format!(
+        "{} http://127.0.0.1:4000/v1/chat/completions 400",
+        agent("overspender")
+    );
+    let upstream = format!("http://127.0.0.1:{port}");
+    let ledger = tmp.path().join("ledger.db");
+    let o = bench(
+        &[
+            "--tasks",
+            "examples/tasks.jsonl",
+            "--instance",
+            "py-stats-1",
+            "--agent",
+            &template,
+            "--timeout",
+            "60",
+            "--budget",
+            "0.05",
+            "--openai-base",
+            &upstream,
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("OPENAI_API_KEY", "host-key-for-bench")],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = scoreboard(&out);
+    let r = row(&b, "py-stats-1");
+    let cost = r["cost_usd"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("cost must be known: {r:#}"));
+    assert!(
+        cost > 0.0 && cost < 0.08,
+        "spend stays within one request of the budget: {cost}"
+    );
+    assert_eq!(
+        r["agent_exit"], 124,
+        "the spent budget stops the agent: {r:#}"
+    );
+    assert!(b["cost_usd"].as_f64().is_some(), "{b:#}");
+    let calls = seen.lock().unwrap().len();
+    assert!(
+        (1..20).contains(&calls),
+        "stopped long before its 400 calls, made {calls}"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|a| a.contains("host-key-for-bench"))
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains(&format!("${cost:.4}")),
+        "the report shows the cost"
+    );
 }

@@ -4,66 +4,14 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A minimal OpenAI-compatible upstream: every chat completion costs 1000
-/// prompt and 1000 completion tokens. Records the Authorization headers.
-fn upstream(seen: Arc<Mutex<Vec<String>>>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                // Read headers and the (small) body.
-                loop {
-                    let n = c.read(&mut chunk).unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len: usize = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            for line in text[..end].lines() {
-                                if line.to_ascii_lowercase().starts_with("authorization:") {
-                                    seen.lock().unwrap().push(line.to_string());
-                                }
-                            }
-                            break;
-                        }
-                    }
-                }
-                let body = r#"{"id":"x","object":"chat.completion","model":"gpt-test","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":1000,"total_tokens":2000}}"#;
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
-}
 
 #[test]
 fn gateway_meters_hides_the_key_and_stops_the_run_at_the_budget() {
     let ws = Ws::new();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let port = upstream(seen.clone());
+    let port = fake_openai(seen.clone());
     let prices = ws.write("prices.json", r#"{"gpt-test": {"input_cost_per_token": 0.00001, "output_cost_per_token": 0.00002, "litellm_provider": "openai", "mode": "chat"}}"#);
     let ledger = ws.path().join("ledger.db");
     let script = r#"python3 - <<'EOF'

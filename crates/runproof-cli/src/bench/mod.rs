@@ -80,9 +80,23 @@ pub struct BenchArgs {
     /// Wall-clock limit for each agent run, in seconds.
     #[arg(long, default_value_t = 600.0, value_name = "SECS")]
     timeout: f64,
-    /// Spending cap in USD (needs the metered gateway, which bench does not wire yet).
+    /// Spending cap in USD for each agent run: model calls go through the
+    /// metered gateway (keys from runproof's OPENAI_API_KEY/ANTHROPIC_API_KEY
+    /// stay on the host) and the run is stopped when the cap is spent.
     #[arg(long, value_name = "USD")]
     budget: Option<f64>,
+    /// Upstream for OpenAI-compatible calls through the gateway.
+    #[arg(long, value_name = "URL", default_value = "https://api.openai.com")]
+    openai_base: String,
+    /// Upstream for Anthropic calls through the gateway.
+    #[arg(long, value_name = "URL", default_value = "https://api.anthropic.com")]
+    anthropic_base: String,
+    /// Model prices (LiteLLM format) on top of the bundled table.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
+    /// Ledger database (default: ~/.local/share/runproof/ledger.db).
+    #[arg(long, value_name = "FILE")]
+    ledger: Option<PathBuf>,
     /// Output directory (created; refused when it already holds results for one of the tasks).
     #[arg(long, default_value = "runproof-bench", value_name = "DIR")]
     out: PathBuf,
@@ -108,13 +122,6 @@ pub fn run(args: BenchArgs) -> ExitCode {
 }
 
 fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
-    if args.budget.is_some() {
-        return Err(
-            "--budget needs the metered LLM gateway, which bench does not wire yet; \
-             run without --budget (cost is reported as unknown)"
-                .into(),
-        );
-    }
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return Err(format!(
             "--timeout {} must be a positive number of seconds",
@@ -150,7 +157,23 @@ fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
         reruns: 0,
         keep_workspaces: false,
     };
+    if let Some(b) = args.budget {
+        if !(b.is_finite() && b > 0.0) {
+            return Err(format!("--budget {b} is not a positive amount of USD"));
+        }
+        let has_key = |v: &str| std::env::var(v).is_ok_and(|k| !k.is_empty());
+        if !has_key("OPENAI_API_KEY") && !has_key("ANTHROPIC_API_KEY") {
+            return Err("--budget routes model calls through the metered gateway, which needs OPENAI_API_KEY or ANTHROPIC_API_KEY in runproof's environment (the keys stay on the host)".into());
+        }
+    }
     let ctx = Ctx {
+        gateway: args.budget.map(|budget| GatewayOpts {
+            budget,
+            openai_base: args.openai_base.clone(),
+            anthropic_base: args.anthropic_base.clone(),
+            prices: args.prices.clone(),
+            ledger: args.ledger.clone(),
+        }),
         template,
         agent_name: agent_name.clone(),
         allow: args.allow.clone(),
@@ -313,7 +336,17 @@ fn load(path: &Path, only: &[String]) -> Result<Vec<BenchTask>, String> {
     Ok(out)
 }
 
+struct GatewayOpts {
+    budget: f64,
+    openai_base: String,
+    anthropic_base: String,
+    prices: Option<PathBuf>,
+    ledger: Option<PathBuf>,
+}
+
 struct Ctx {
+    /// Gateway settings when runs are metered (`--budget`).
+    gateway: Option<GatewayOpts>,
     template: Vec<String>,
     agent_name: String,
     allow: Vec<String>,
@@ -408,9 +441,15 @@ impl Ctx {
         let setup = crate::cmd_run::NetSetup {
             audit: Some(&audit_path),
             allow_address: &self.allow_address,
-            gateway: None,
+            gateway: self.gateway.as_ref().map(|g| crate::cmd_run::GatewaySetup {
+                openai_base: &g.openai_base,
+                anthropic_base: &g.anthropic_base,
+                budget: Some(g.budget),
+                prices: g.prices.as_deref(),
+                ledger: g.ledger.as_deref(),
+            }),
         };
-        crate::cmd_run::attach_network(&mut spec, &setup, gate.clone())?;
+        let metering = crate::cmd_run::attach_network(&mut spec, &setup, gate.clone())?;
         // A socket pair (not a file) so the host reads and bounds what the agent writes.
         let (rd, wr) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| format!("socket pair for the agent's output: {e}"))?;
@@ -436,6 +475,10 @@ impl Ctx {
         let _ = std::fs::write(dir.join("agent.log"), &log);
         row.agent_output_bytes = total;
         let outcome = result.map_err(|e| format!("agent sandbox: {e}"))?;
+        if let Some(m) = &metering {
+            m.finish(&outcome);
+            row.cost_usd = Some(m.spent_usd());
+        }
         row.agent_exit = Some(outcome.exit.exit_status);
         row.agent_timed_out = outcome.exit.timed_out;
         row.agent_cpu_s = outcome.exit.user_cpu_s + outcome.exit.system_cpu_s;

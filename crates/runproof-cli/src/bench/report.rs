@@ -34,6 +34,9 @@ pub struct Row {
     /// CPU seconds (user + system) the agent's sandbox used.
     pub agent_cpu_s: f64,
     pub wall_s: f64,
+    /// What the run spent (model calls through the gateway plus compute);
+    /// `None` when it was not metered.
+    pub cost_usd: Option<f64>,
 }
 
 impl Row {
@@ -84,14 +87,22 @@ impl Row {
             "agent_s": self.agent_s,
             "agent_cpu_s": self.agent_cpu_s,
             "wall_s": self.wall_s,
-            "cost_usd": Value::Null,
-            "cost_note": COST_NOTE,
+            "cost_usd": self.cost_usd,
+            "cost_note": if self.cost_usd.is_none() { COST_NOTE } else { METERED_NOTE },
         })
     }
 }
 
-const COST_NOTE: &str =
-    "unknown: not metered (bench does not route the agent through the metered gateway yet)";
+const COST_NOTE: &str = "unknown: not metered (run bench with --budget to route model calls through the metered gateway)";
+const METERED_NOTE: &str = "model calls through the metered gateway plus compute";
+
+/// `$1.2345`, or `unknown (not metered)`.
+fn money(c: Option<f64>) -> String {
+    c.map_or_else(
+        || "unknown (not metered)".to_string(),
+        |c| format!("${c:.4}"),
+    )
+}
 
 /// Cut `s` to at most `max` characters, marking the cut.
 pub fn bound(s: &str, max: usize) -> String {
@@ -168,6 +179,19 @@ impl Scoreboard {
         self.rows.len() - self.infrastructure()
     }
 
+    /// Total cost, when every run was metered.
+    fn total_cost(&self) -> Option<f64> {
+        self.rows.iter().map(|r| r.cost_usd).sum()
+    }
+
+    /// Total cost over clean resolutions, when metered and there are any.
+    fn cost_per_clean(&self) -> Option<f64> {
+        let clean = self.count("resolved_clean");
+        self.total_cost()
+            .filter(|_| clean > 0)
+            .map(|c| c / clean as f64)
+    }
+
     /// (all resolutions, clean resolutions only) over graded runs.
     fn rates(&self) -> (Option<f64>, Option<f64>) {
         let g = self.graded();
@@ -193,9 +217,9 @@ impl Scoreboard {
             "counts": counts,
             "resolve_rate": all,
             "resolve_rate_clean": clean,
-            "cost_usd": Value::Null,
-            "cost_per_clean_resolution_usd": Value::Null,
-            "cost_note": COST_NOTE,
+            "cost_usd": self.total_cost(),
+            "cost_per_clean_resolution_usd": self.cost_per_clean(),
+            "cost_note": if self.total_cost().is_none() { COST_NOTE } else { METERED_NOTE },
             "wall_s": self.wall_s,
             "rows": self.rows.iter().map(Row::to_json).collect::<Vec<_>>(),
         })
@@ -244,7 +268,14 @@ impl Scoreboard {
             pct(all),
             pct(clean)
         ));
-        o.push_str("cost per clean fix       unknown (not metered)\n");
+        o.push_str(&format!(
+            "cost                     {}\n",
+            money(self.total_cost())
+        ));
+        o.push_str(&format!(
+            "cost per clean fix       {}\n",
+            money(self.cost_per_clean())
+        ));
         o.push_str(&format!("wall time                {:.1}s\n", self.wall_s));
         o
     }
@@ -299,10 +330,16 @@ impl Scoreboard {
         h.push_str("</svg>\n");
         h.push_str(&format!(
             "<p>resolve rate <b>{}</b>; counting clean runs only <b>{}</b>. \
-             Cost per clean resolution: <b>unknown</b> ({}).</p>\n",
+             Cost: <b>{}</b>; per clean resolution: <b>{}</b> ({}).</p>\n",
             pct(all),
             pct(clean),
-            esc(COST_NOTE)
+            money(self.total_cost()),
+            money(self.cost_per_clean()),
+            esc(if self.total_cost().is_none() {
+                COST_NOTE
+            } else {
+                METERED_NOTE
+            })
         ));
         h.push_str(
             "<table>\n<tr><th>task</th><th>agent</th><th>verdict</th><th>audit</th>\
@@ -348,14 +385,15 @@ impl Scoreboard {
             }
             h.push_str(&format!(
                 "<tr class=\"row\"><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td>\
-                 <td class=\"ev\">{ev}</td><td>{:.1}</td><td>{:.2}</td><td>unknown</td></tr>\n",
+                 <td class=\"ev\">{ev}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td></tr>\n",
                 esc(&r.instance_id),
                 esc(&r.agent),
                 esc(&r.verdict),
                 esc(label),
                 esc(label),
                 r.wall_s,
-                r.agent_cpu_s
+                r.agent_cpu_s,
+                esc(&money(r.cost_usd))
             ));
         }
         h.push_str("</table>\n</body></html>\n");
