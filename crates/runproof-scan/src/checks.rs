@@ -136,6 +136,7 @@ pub fn check(f: &FileCtx, s: &mut Sink) {
     check_hidden(f, s);
     match f.kind {
         FileKind::PackageJson => package_json(f, s),
+        FileKind::ComposerJson => composer_json(f, s),
         FileKind::Pnpmfile => {
             if !whole_file(s, f, "npm-install-payload", Mode::Auto, "pnpm hook file") {
                 s.add(
@@ -353,6 +354,102 @@ fn package_json(f: &FileCtx, s: &mut Sink) {
                 "npm-script-payload",
                 Mode::Agent,
             );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- composer
+
+/// Composer events fired by `composer install`/`update`/`create-project`
+/// (and `dump-autoload`) without the user naming the script.
+const COMPOSER_AUTO_EVENTS: &[&str] = &[
+    "pre-install-cmd",
+    "post-install-cmd",
+    "pre-update-cmd",
+    "post-update-cmd",
+    "pre-autoload-dump",
+    "post-autoload-dump",
+    "post-root-package-install",
+    "post-create-project-cmd",
+    "pre-package-install",
+    "post-package-install",
+    "pre-package-update",
+    "post-package-update",
+    "pre-package-uninstall",
+    "post-package-uninstall",
+    "pre-dependencies-solving",
+    "post-dependencies-solving",
+    "pre-operations-exec",
+    "pre-pool-create",
+    "pre-file-download",
+    "post-file-download",
+    "pre-command-run",
+    "init",
+];
+
+/// Most commands read from one script entry (an array of commands).
+const COMPOSER_MAX_CMDS: usize = 64;
+
+fn composer_json(f: &FileCtx, s: &mut Sink) {
+    let text = f.lossy();
+    let v: Value = match serde_json::from_str(text.trim_start_matches('\u{FEFF}')) {
+        Ok(v) => v,
+        // Composer refuses invalid JSON, so nothing in it would run; still
+        // scan its text.
+        Err(e) => return unparseable(s, f, &e, "composer-install-payload"),
+    };
+    let Some(scripts) = v.get("scripts").and_then(Value::as_object) else {
+        return;
+    };
+    let base = f.dir();
+    for (name, entry) in scripts {
+        // A script is one command or a list of them.
+        let cmds: Vec<&str> = match entry {
+            Value::String(c) => vec![c.as_str()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .take(COMPOSER_MAX_CMDS)
+                .collect(),
+            _ => continue,
+        };
+        let auto = COMPOSER_AUTO_EVENTS.contains(&name.as_str());
+        for cmd in cmds {
+            let line = json_line(f.text, cmd, name);
+            // `@php x.php` and `@composer ...` run PHP/Composer; `@other`
+            // runs another script of this file, reported on its own.
+            let shown = cmd.trim();
+            let what = if auto {
+                format!("Composer `{}` event script", short(name))
+            } else {
+                format!("Composer `{}` script", short(name))
+            };
+            let cmd_for_paths = shown.strip_prefix("@php ").unwrap_or(shown);
+            if auto {
+                command(
+                    s,
+                    f,
+                    base,
+                    cmd_for_paths,
+                    &what,
+                    line,
+                    Some("composer-install-script"),
+                    "composer-install-payload",
+                    Mode::Auto,
+                );
+            } else {
+                command(
+                    s,
+                    f,
+                    base,
+                    cmd_for_paths,
+                    &what,
+                    line,
+                    None,
+                    "composer-script-payload",
+                    Mode::Agent,
+                );
+            }
         }
     }
 }

@@ -41,6 +41,15 @@ rules! {
     "npm-script-payload", High, "npm script carries a payload",
         "A package.json script such as test, start or build (or the file it runs) with a payload shape.",
         "Agents run `npm test` and `npm start` to check their work; a payload there runs with the agent's rights.";
+    "composer-install-script", Medium, "Composer event script runs on install",
+        "composer.json scripts for events Composer fires by itself: pre/post-install-cmd, pre/post-update-cmd, pre/post-autoload-dump, post-root-package-install, post-create-project-cmd, package and dependency-solving events.",
+        "`composer install` runs them with no further step (PHP callbacks and shell commands alike); an agent installing dependencies runs them.";
+    "composer-install-payload", Critical, "Composer event script carries a payload",
+        "A Composer event script (or the file it runs) that fetches and runs remote code, decodes and evaluates, opens a shell to the network, reads credentials or writes agent configuration.",
+        "It runs the moment anyone, or any agent, runs `composer install` or `composer update`.";
+    "composer-script-payload", High, "Composer script carries a payload",
+        "A composer.json custom script such as test or build (or the file it runs) with a payload shape.",
+        "Agents run `composer test` to check their work; a payload there runs with the agent's rights.";
     "registry-override", Low, "package registry redirected",
         ".npmrc, .yarnrc(.yml), pip.conf or .cargo/config.toml pointing installs at a registry or index other than the default.",
         "Dependencies then come from wherever the project says; a lookalike registry serves lookalike packages.";

