@@ -202,6 +202,12 @@ pub fn check(f: &FileCtx, s: &mut Sink) {
         FileKind::PreCommit => pre_commit(f, s),
         FileKind::BuildFile => {
             whole_file(s, f, "build-file-payload", Mode::Agent, "build file");
+            if matches!(
+                f.name.to_ascii_lowercase().as_str(),
+                "makefile" | "gnumakefile"
+            ) {
+                make_default_goal(f, s);
+            }
             hooks_path_wiring(f, s);
         }
         FileKind::AgentSettings => agent_settings(f, s),
@@ -356,6 +362,65 @@ fn package_json(f: &FileCtx, s: &mut Sink) {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- make
+
+/// Medium findings reported per Makefile default goal.
+const MAX_MAKE_FINDINGS: usize = 20;
+
+/// What a bare `make` runs: the default goal's recipes (and its
+/// prerequisites'), judged as code that runs on its own. A payload there is
+/// reported under the default-goal rule instead of the generic build-file
+/// one on the same line.
+fn make_default_goal(f: &FileCtx, s: &mut Sink) {
+    let text = f.lossy();
+    let Some(goal) = crate::makefile::default_goal(&text) else {
+        return;
+    };
+    let base = f.dir();
+    let what = format!("recipe of the default make goal `{}`", short(&goal.goal));
+    let mut payload_lines = std::collections::HashSet::new();
+    let mut medium = 0;
+    for r in &goal.recipes {
+        let hits = payload::detect(r.cmd.as_bytes(), Mode::Auto);
+        for k in kinds(&hits) {
+            payload_lines.insert(r.line);
+            s.add(
+                "make-default-target-payload",
+                f.rel,
+                r.line,
+                format!("{what} {}", k.describe()),
+                clean(r.cmd.as_bytes()),
+            );
+        }
+        if hits.is_empty()
+            && medium < MAX_MAKE_FINDINGS
+            && let Some(why) = crate::makefile::unusual(&r.cmd)
+        {
+            medium += 1;
+            s.add(
+                "make-default-target",
+                f.rel,
+                r.line,
+                format!("bare `make` {why} ({what})"),
+                clean(r.cmd.as_bytes()),
+            );
+        }
+        for p in sink::script_paths(&r.cmd) {
+            if let Some(path) = sink::join_rel(base, &p) {
+                s.refs.push(ScriptRef {
+                    path,
+                    rule: "make-default-target-payload",
+                    mode: Mode::Auto,
+                    origin: format!("{what} in {}", f.rel),
+                });
+            }
+        }
+    }
+    s.findings.retain(|x| {
+        !(x.rule == "build-file-payload" && x.path == f.rel && payload_lines.contains(&x.line))
+    });
 }
 
 // ---------------------------------------------------------------- composer

@@ -25,6 +25,7 @@ mod checks;
 pub mod classify;
 pub mod hidden;
 pub mod jsonc;
+pub mod makefile;
 mod model;
 pub mod payload;
 pub mod render;

