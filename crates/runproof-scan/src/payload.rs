@@ -113,7 +113,9 @@ const fn pc(kind: Kind, re: &'static str, companions: &'static [(&'static str, W
 }
 /// Attaches the gate literals: strings of which at least one occurs in any
 /// text the shape matches, counting required companions (an `i:` prefix
-/// makes one ASCII case-insensitive). Text with none of a mode's literals
+/// makes one ASCII case-insensitive). A short, rare piece of a word serves
+/// as well as the word (`e-ex` for `invoke-expression`), and keeps the
+/// number of case spellings, and so the gate's cost, small. Text with none of a mode's literals
 /// skips the regexes entirely.
 const fn l(lits: &'static [&'static str], mut pat: Pat) -> Pat {
     pat.lits = lits;
@@ -190,21 +192,21 @@ static PATTERNS: LazyLock<Vec<Pat>> = LazyLock::new(|| {
             ),
         ),
         lc(
-            &["i:iex", "i:invoke-expression"],
+            &["i:iex", "i:e-ex"],
             p(
                 FetchExec,
                 r"(?i)\b(?:iwr|irm|invoke-webrequest|invoke-restmethod)\b[^\n]*?\|\s*(?:iex|invoke-expression)\b",
             ),
         ),
         lc(
-            &["i:iex", "i:invoke-expression"],
+            &["i:iex", "i:e-ex"],
             p(
                 FetchExec,
                 r"(?i)\b(?:iex|invoke-expression)\b\s*\(?\s*(?:\(?\s*new-object\s+(?:system\.)?net\.webclient\)?\.downloadstring|iwr\b|irm\b|invoke-webrequest|invoke-restmethod)",
             ),
         ),
         lc(
-            &["i:downloadstring"],
+            &["i:iex", "i:e-ex"],
             p(
                 FetchExec,
                 r"(?i)\bdownloadstring\s*\([^\n]*?\)\s*\|\s*(?:iex|invoke-expression)\b",
@@ -319,7 +321,7 @@ static PATTERNS: LazyLock<Vec<Pat>> = LazyLock::new(|| {
             ),
         ),
         l(
-            &["i:powershell"],
+            &["i:rshe"],
             p(
                 DecodeExec,
                 r"(?i)\bpowershell(?:\.exe)?\b[^\n]*?\s-(?:e|ec|enc|encodedcommand)\s+[A-Za-z0-9+/=]{20,}",
