@@ -322,8 +322,16 @@ fn odd_location(p: &str) -> bool {
     if ODD.iter().any(|o| p.starts_with(o)) {
         return true;
     }
-    // A hidden directory inside the project (`.cache/x`, `./.tools/run`).
+    // A hidden directory inside the project (`.cache/x`, `./.tools/run`),
+    // except the tool directories package managers make for the project
+    // (`node_modules/.bin`, `.venv/bin`).
     let rel = p.strip_prefix("./").unwrap_or(p);
+    if rel.starts_with("node_modules/.bin/")
+        || rel.contains("/node_modules/.bin/")
+        || rel.starts_with(".venv/bin/")
+    {
+        return false;
+    }
     let parts: Vec<&str> = rel.split('/').collect();
     parts.len() > 1
         && parts[..parts.len() - 1]
@@ -401,6 +409,9 @@ mod tests {
             "install -m 755 prog $(DESTDIR)/usr/bin",
             "echo done",
             "rm -rf .cache",
+            "node_modules/.bin/tape test.js",
+            "./node_modules/.bin/eslint .",
+            ".venv/bin/pytest",
         ] {
             assert!(unusual(c).is_none(), "{c}: {:?}", unusual(c));
         }
