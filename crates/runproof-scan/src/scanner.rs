@@ -150,8 +150,9 @@ fn type_at(dir: RawFd, name: &CStr) -> u8 {
 
 /// The entries of an open directory (without `.` and `..`), with their
 /// types; entries whose type the file system does not give are `lstat`ed
-/// relative to the directory.
-fn list_dir(dir: &OwnedFd) -> std::io::Result<Vec<(CString, u8)>> {
+/// relative to the directory. The flag is set when reading stopped on an
+/// error after some entries (the caller counts it as unreadable).
+fn list_dir(dir: &OwnedFd) -> std::io::Result<(Vec<(CString, u8)>, bool)> {
     // fdopendir takes ownership of the descriptor it is given: hand it a
     // duplicate so `dir` stays valid for the openat calls that follow.
     let dup = cvt(unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
@@ -198,7 +199,7 @@ fn list_dir(dir: &OwnedFd) -> std::io::Result<Vec<(CString, u8)>> {
     unsafe { libc::closedir(d) };
     match err {
         Some(e) if out.is_empty() => Err(e),
-        _ => Ok(out),
+        e => Ok((out, e.is_some())),
     }
 }
 
@@ -342,7 +343,10 @@ impl Worker {
     /// Lists an open directory; returns the jobs it produces.
     fn dir(&mut self, opts: &ScanOptions, fd: DirFd, rel: &str, out: &mut Vec<Job>) {
         let entries = match list_dir(&fd) {
-            Ok(e) => e,
+            Ok((e, partial)) => {
+                self.stats.unreadable += u64::from(partial);
+                e
+            }
             Err(_) => {
                 self.stats.unreadable += 1;
                 return;
@@ -408,7 +412,7 @@ impl Worker {
             return;
         };
         let hooks: DirFd = Arc::new(hooks);
-        let Ok(entries) = list_dir(&hooks) else {
+        let Ok((entries, _)) = list_dir(&hooks) else {
             return;
         };
         for (name, ty) in entries {
