@@ -490,6 +490,23 @@ fn composer_json(f: &FileCtx, s: &mut Sink) {
                 format!("Composer `{}` script", short(name))
             };
             let cmd_for_paths = shown.strip_prefix("@php ").unwrap_or(shown);
+            // A PHP callback (`Vendor\\Pkg\\Class::method`) runs the class
+            // file that the project's PSR-4 autoload map points at.
+            if let Some(path) = psr4_class_file(&v, cmd_for_paths) {
+                let rule = if auto {
+                    "composer-install-payload"
+                } else {
+                    "composer-script-payload"
+                };
+                if let Some(path) = sink::join_rel(base, &path) {
+                    s.refs.push(ScriptRef {
+                        path,
+                        rule,
+                        mode: if auto { Mode::Auto } else { Mode::Agent },
+                        origin: format!("{what} in {}", f.rel),
+                    });
+                }
+            }
             if auto {
                 command(
                     s,
@@ -517,6 +534,29 @@ fn composer_json(f: &FileCtx, s: &mut Sink) {
             }
         }
     }
+}
+
+/// The file a Composer PHP callback (`A\\B\\C::method`) loads, through the
+/// package's own `autoload.psr-4` map (longest matching prefix).
+fn psr4_class_file(composer: &Value, cmd: &str) -> Option<String> {
+    let (class, method) = cmd.trim().split_once("::")?;
+    let class = class.trim_start_matches('\\');
+    let ok = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok(method) || !class.split('\\').all(ok) {
+        return None;
+    }
+    let map = composer.get("autoload")?.get("psr-4")?.as_object()?;
+    let (prefix, dirs) = map
+        .iter()
+        .filter(|(p, _)| class.starts_with(p.as_str()))
+        .max_by_key(|(p, _)| p.len())?;
+    let dir = match dirs {
+        Value::String(d) => d.as_str(),
+        Value::Array(a) => a.first()?.as_str()?,
+        _ => return None,
+    };
+    let rest = class[prefix.len()..].replace('\\', "/");
+    Some(format!("{}/{rest}.php", dir.trim_end_matches('/')))
 }
 
 // ---------------------------------------------------------------- registries

