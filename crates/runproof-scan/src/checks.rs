@@ -489,10 +489,9 @@ fn composer_json(f: &FileCtx, s: &mut Sink) {
             } else {
                 format!("Composer `{}` script", short(name))
             };
-            let cmd_for_paths = shown.strip_prefix("@php ").unwrap_or(shown);
             // A PHP callback (`Vendor\\Pkg\\Class::method`) runs the class
             // file that the project's PSR-4 autoload map points at.
-            if let Some(path) = psr4_class_file(&v, cmd_for_paths) {
+            if let Some(path) = psr4_class_file(&v, shown) {
                 let rule = if auto {
                     "composer-install-payload"
                 } else {
@@ -512,7 +511,7 @@ fn composer_json(f: &FileCtx, s: &mut Sink) {
                     s,
                     f,
                     base,
-                    cmd_for_paths,
+                    shown,
                     &what,
                     line,
                     Some("composer-install-script"),
@@ -524,7 +523,7 @@ fn composer_json(f: &FileCtx, s: &mut Sink) {
                     s,
                     f,
                     base,
-                    cmd_for_paths,
+                    shown,
                     &what,
                     line,
                     None,
