@@ -11,6 +11,8 @@ use std::collections::{HashMap, HashSet};
 /// default goal: a hostile file costs bounded time.
 const MAX_RULES: usize = 20_000;
 const MAX_CLOSURE: usize = 512;
+/// Most prerequisite names queued while following the default goal.
+const MAX_QUEUED: usize = 100_000;
 
 /// One recipe line: 1-based line number and the command text (without the
 /// leading tab and the `@`/`-`/`+` prefixes).
@@ -27,6 +29,8 @@ pub struct DefaultGoal {
     pub recipes: Vec<RecipeLine>,
 }
 
+/// One rule line with its recipe, stored once however many targets it
+/// names (so `a b c ... : x y z ...` costs its length, not a product).
 #[derive(Default)]
 struct Rule {
     prereqs: Vec<String>,
@@ -77,10 +81,12 @@ fn strip_prefixes(cmd: &str) -> &str {
 /// Parses a Makefile and returns its default goal with the recipe lines of
 /// the goal and of every explicit target it depends on (transitively).
 pub fn default_goal(text: &str) -> Option<DefaultGoal> {
-    let mut rules: HashMap<String, Rule> = HashMap::new();
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut by_target: HashMap<String, Vec<usize>> = HashMap::new();
     let mut first: Option<String> = None;
     let mut explicit: Option<String> = None;
-    let mut current: Vec<String> = Vec::new();
+    // The rule the recipe lines that follow belong to.
+    let mut current: Option<usize> = None;
     let mut in_define = 0usize;
     let mut n_rules = 0usize;
 
@@ -100,17 +106,12 @@ pub fn default_goal(text: &str) -> Option<DefaultGoal> {
         }
         let line_no = i + 1;
         if let Some(body) = logical.strip_prefix('\t') {
-            if in_define == 0 && !current.is_empty() {
+            if in_define == 0
+                && let Some(r) = current.and_then(|c| rules.get_mut(c))
+            {
                 let cmd = strip_prefixes(body).trim_end().to_string();
                 if !cmd.is_empty() {
-                    for t in &current {
-                        if let Some(r) = rules.get_mut(t) {
-                            r.recipe.push(RecipeLine {
-                                line: line_no,
-                                cmd: cmd.clone(),
-                            });
-                        }
-                    }
+                    r.recipe.push(RecipeLine { line: line_no, cmd });
                 }
             }
             continue;
@@ -150,11 +151,11 @@ pub fn default_goal(text: &str) -> Option<DefaultGoal> {
             if let Some(v) = value {
                 explicit = v.split_whitespace().next().map(str::to_string);
             }
-            current.clear();
+            current = None;
             continue;
         }
         let Some(colon) = rule_colon(trimmed) else {
-            current.clear(); // assignment or directive ends the rule
+            current = None; // assignment or directive ends the rule
             continue;
         };
         let targets: Vec<String> = trimmed[..colon]
@@ -169,7 +170,7 @@ pub fn default_goal(text: &str) -> Option<DefaultGoal> {
         }
         if targets.is_empty() || after.contains('=') {
             // Target-specific variable, or no target: no recipe follows.
-            current.clear();
+            current = None;
             continue;
         }
         let prereqs: Vec<String> = after
@@ -184,17 +185,16 @@ pub fn default_goal(text: &str) -> Option<DefaultGoal> {
         if first.is_none() {
             first = targets.iter().find(|t| can_be_default(t)).cloned();
         }
-        for t in &targets {
-            let r = rules.entry(t.clone()).or_default();
-            r.prereqs.extend(prereqs.iter().cloned());
-            if let Some(cmd) = inline.as_ref().filter(|c| !c.is_empty()) {
-                r.recipe.push(RecipeLine {
-                    line: line_no,
-                    cmd: cmd.clone(),
-                });
-            }
+        let mut recipe = Vec::new();
+        if let Some(cmd) = inline.filter(|c| !c.is_empty()) {
+            recipe.push(RecipeLine { line: line_no, cmd });
         }
-        current = targets;
+        let idx = rules.len();
+        rules.push(Rule { prereqs, recipe });
+        for t in targets {
+            by_target.entry(t).or_default().push(idx);
+        }
+        current = Some(idx);
     }
 
     let goal = explicit.filter(|g| !g.is_empty()).or(first)?;
@@ -203,19 +203,23 @@ pub fn default_goal(text: &str) -> Option<DefaultGoal> {
         recipes: Vec::new(),
     };
     let mut seen: HashSet<&str> = HashSet::new();
+    let mut rules_done: HashSet<usize> = HashSet::new();
     let mut stack: Vec<&str> = vec![goal.as_str()];
-    let mut lines_seen: HashSet<usize> = HashSet::new();
+    let mut queued = 1usize;
     while let Some(t) = stack.pop() {
         if seen.len() >= MAX_CLOSURE || !seen.insert(t) {
             continue;
         }
-        let Some(r) = rules.get(t) else { continue };
-        for l in &r.recipe {
-            if lines_seen.insert(l.line) {
-                out.recipes.push(l.clone());
+        for &i in by_target.get(t).map_or(&[][..], Vec::as_slice) {
+            if !rules_done.insert(i) {
+                continue;
             }
+            let r = &rules[i];
+            out.recipes.extend(r.recipe.iter().cloned());
+            let room = MAX_QUEUED.saturating_sub(queued);
+            queued += r.prereqs.len().min(room);
+            stack.extend(r.prereqs.iter().take(room).rev().map(String::as_str));
         }
-        stack.extend(r.prereqs.iter().rev().map(String::as_str));
     }
     out.recipes.sort_by_key(|l| l.line);
     Some(out)
@@ -375,6 +379,20 @@ mod tests {
         let t = "X := a:b\nY ?= c\ndefine T\nfake:\n\tcurl x\nendef\nall:\n\tgo build ./...\n";
         assert_eq!(cmds(t), ("all".into(), vec!["go build ./...".into()]));
         assert!(default_goal("X = 1\n").is_none());
+    }
+
+    #[test]
+    fn wide_rules_cost_their_length() {
+        // 20,000 targets by 20,000 prerequisites on one line, each a
+        // target with a recipe: linear to parse, bounded to follow.
+        let names: Vec<String> = (0..20_000).map(|i| format!("t{i}")).collect();
+        let mut t = format!("all {} : {}\n\techo x\n", names.join(" "), names.join(" "));
+        for n in &names {
+            t.push_str(&format!("{n}:\n\techo {n}\n"));
+        }
+        let g = default_goal(&t).unwrap();
+        assert_eq!(g.goal, "all");
+        assert!(g.recipes.len() <= MAX_CLOSURE + 1, "{}", g.recipes.len());
     }
 
     #[test]
