@@ -504,8 +504,11 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Report, ScanError> {
     let mut sink = Sink::default();
     let mut stats = Stats::default();
     let mut files: HashSet<String> = HashSet::new();
-    let base_dir: OwnedFd;
-    let open_root = |p: &Path| -> Result<OwnedFd, ScanError> {
+    let base_dir: DirFd;
+    // The root directory must not be a symlink (checked above, and again by
+    // O_NOFOLLOW here); the parent of a single-file root is the user's own
+    // path and is resolved normally.
+    let open_root = |p: &Path, nofollow: libc::c_int| -> Result<OwnedFd, ScanError> {
         let err = |e| ScanError::Root {
             path: root.to_path_buf(),
             source: e,
@@ -516,13 +519,13 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Report, ScanError> {
         cvt(unsafe {
             libc::open(
                 c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                libc::O_RDONLY | libc::O_DIRECTORY | nofollow | libc::O_CLOEXEC,
             )
         })
         .map_err(err)
     };
     if meta.is_dir() {
-        let fd: DirFd = Arc::new(open_root(root)?);
+        let fd: DirFd = Arc::new(open_root(root, libc::O_NOFOLLOW)?);
         list_dir(&fd).map_err(|e| ScanError::Root {
             path: root.to_path_buf(),
             source: e,
@@ -555,11 +558,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Report, ScanError> {
             sink.refs.extend(w.sink.refs);
             files.extend(w.files);
         }
-        base_dir = Arc::try_unwrap(fd).unwrap_or_else(|a| {
-            // Every job is done, so no other holder is left; duplicate to be safe.
-            a.try_clone()
-                .expect("runproof-scan: duplicate the root descriptor")
-        });
+        base_dir = fd;
     } else if meta.is_file() {
         let name = root
             .file_name()
@@ -570,7 +569,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Report, ScanError> {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        base_dir = open_root(parent)?;
+        base_dir = Arc::new(open_root(parent, 0)?);
         let mut w = Worker::default();
         let opened = fs::OpenOptions::new()
             .read(true)

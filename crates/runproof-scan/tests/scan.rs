@@ -189,6 +189,11 @@ fn a_single_file_can_be_scanned() {
     write(d.path(), "package.json", PAYLOAD_PKG.as_bytes());
     let r = scan(&d.path().join("package.json"), &ScanOptions::default()).unwrap();
     assert_eq!(rules_at(&r, "package.json"), vec!["npm-install-payload"]);
+    // The user's own path to the file may go through a symlinked directory;
+    // only the scanned file itself must not be a link.
+    std::os::unix::fs::symlink(d.path(), d.path().join("via")).unwrap();
+    let r = scan(&d.path().join("via/package.json"), &ScanOptions::default()).unwrap();
+    assert_eq!(rules_at(&r, "package.json"), vec!["npm-install-payload"]);
 }
 
 #[test]
