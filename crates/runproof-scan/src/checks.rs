@@ -136,6 +136,7 @@ pub fn check(f: &FileCtx, s: &mut Sink) {
     check_hidden(f, s);
     match f.kind {
         FileKind::PackageJson => package_json(f, s),
+        FileKind::ComposerJson => composer_json(f, s),
         FileKind::Pnpmfile => {
             if !whole_file(s, f, "npm-install-payload", Mode::Auto, "pnpm hook file") {
                 s.add(
@@ -201,6 +202,12 @@ pub fn check(f: &FileCtx, s: &mut Sink) {
         FileKind::PreCommit => pre_commit(f, s),
         FileKind::BuildFile => {
             whole_file(s, f, "build-file-payload", Mode::Agent, "build file");
+            if matches!(
+                f.name.to_ascii_lowercase().as_str(),
+                "makefile" | "gnumakefile"
+            ) {
+                make_default_goal(f, s);
+            }
             hooks_path_wiring(f, s);
         }
         FileKind::AgentSettings => agent_settings(f, s),
@@ -355,6 +362,200 @@ fn package_json(f: &FileCtx, s: &mut Sink) {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- make
+
+/// Medium findings reported per Makefile default goal.
+const MAX_MAKE_FINDINGS: usize = 20;
+
+/// What a bare `make` runs: the default goal's recipes (and its
+/// prerequisites'), judged as code that runs on its own. A payload there is
+/// reported under the default-goal rule instead of the generic build-file
+/// one on the same line.
+fn make_default_goal(f: &FileCtx, s: &mut Sink) {
+    let text = f.lossy();
+    let Some(goal) = crate::makefile::default_goal(&text) else {
+        return;
+    };
+    let base = f.dir();
+    let what = format!("recipe of the default make goal `{}`", short(&goal.goal));
+    let mut payload_lines = std::collections::HashSet::new();
+    let mut medium = 0;
+    for r in &goal.recipes {
+        let hits = payload::detect(r.cmd.as_bytes(), Mode::Auto);
+        for k in kinds(&hits) {
+            payload_lines.insert(r.line);
+            s.add(
+                "make-default-target-payload",
+                f.rel,
+                r.line,
+                format!("{what} {}", k.describe()),
+                clean(r.cmd.as_bytes()),
+            );
+        }
+        if hits.is_empty()
+            && medium < MAX_MAKE_FINDINGS
+            && let Some(why) = crate::makefile::unusual(&r.cmd)
+        {
+            medium += 1;
+            s.add(
+                "make-default-target",
+                f.rel,
+                r.line,
+                format!("bare `make` {why} ({what})"),
+                clean(r.cmd.as_bytes()),
+            );
+        }
+        for p in sink::script_paths(&r.cmd) {
+            if let Some(path) = sink::join_rel(base, &p) {
+                s.refs.push(ScriptRef {
+                    path,
+                    rule: "make-default-target-payload",
+                    mode: Mode::Auto,
+                    origin: format!("{what} in {}", f.rel),
+                });
+            }
+        }
+    }
+    s.findings.retain(|x| {
+        !(x.rule == "build-file-payload" && x.path == f.rel && payload_lines.contains(&x.line))
+    });
+}
+
+// ---------------------------------------------------------------- composer
+
+/// Composer events fired by `composer install`/`update`/`create-project`
+/// (and `dump-autoload`) without the user naming the script.
+const COMPOSER_AUTO_EVENTS: &[&str] = &[
+    "pre-install-cmd",
+    "post-install-cmd",
+    "pre-update-cmd",
+    "post-update-cmd",
+    "pre-autoload-dump",
+    "post-autoload-dump",
+    "post-root-package-install",
+    "post-create-project-cmd",
+    "pre-package-install",
+    "post-package-install",
+    "pre-package-update",
+    "post-package-update",
+    "pre-package-uninstall",
+    "post-package-uninstall",
+    "pre-dependencies-solving",
+    "post-dependencies-solving",
+    "pre-operations-exec",
+    "pre-pool-create",
+    "pre-file-download",
+    "post-file-download",
+    "pre-command-run",
+    "init",
+];
+
+/// Most commands read from one script entry (an array of commands).
+const COMPOSER_MAX_CMDS: usize = 64;
+
+fn composer_json(f: &FileCtx, s: &mut Sink) {
+    let text = f.lossy();
+    let v: Value = match serde_json::from_str(text.trim_start_matches('\u{FEFF}')) {
+        Ok(v) => v,
+        // Composer refuses invalid JSON, so nothing in it would run; still
+        // scan its text.
+        Err(e) => return unparseable(s, f, &e, "composer-install-payload"),
+    };
+    let Some(scripts) = v.get("scripts").and_then(Value::as_object) else {
+        return;
+    };
+    let base = f.dir();
+    for (name, entry) in scripts {
+        // A script is one command or a list of them.
+        let cmds: Vec<&str> = match entry {
+            Value::String(c) => vec![c.as_str()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .take(COMPOSER_MAX_CMDS)
+                .collect(),
+            _ => continue,
+        };
+        let auto = COMPOSER_AUTO_EVENTS.contains(&name.as_str());
+        for cmd in cmds {
+            let line = json_line(f.text, cmd, name);
+            // `@php x.php` and `@composer ...` run PHP/Composer; `@other`
+            // runs another script of this file, reported on its own.
+            let shown = cmd.trim();
+            let what = if auto {
+                format!("Composer `{}` event script", short(name))
+            } else {
+                format!("Composer `{}` script", short(name))
+            };
+            // A PHP callback (`Vendor\\Pkg\\Class::method`) runs the class
+            // file that the project's PSR-4 autoload map points at.
+            if let Some(path) = psr4_class_file(&v, shown) {
+                let rule = if auto {
+                    "composer-install-payload"
+                } else {
+                    "composer-script-payload"
+                };
+                if let Some(path) = sink::join_rel(base, &path) {
+                    s.refs.push(ScriptRef {
+                        path,
+                        rule,
+                        mode: if auto { Mode::Auto } else { Mode::Agent },
+                        origin: format!("{what} in {}", f.rel),
+                    });
+                }
+            }
+            if auto {
+                command(
+                    s,
+                    f,
+                    base,
+                    shown,
+                    &what,
+                    line,
+                    Some("composer-install-script"),
+                    "composer-install-payload",
+                    Mode::Auto,
+                );
+            } else {
+                command(
+                    s,
+                    f,
+                    base,
+                    shown,
+                    &what,
+                    line,
+                    None,
+                    "composer-script-payload",
+                    Mode::Agent,
+                );
+            }
+        }
+    }
+}
+
+/// The file a Composer PHP callback (`A\\B\\C::method`) loads, through the
+/// package's own `autoload.psr-4` map (longest matching prefix).
+fn psr4_class_file(composer: &Value, cmd: &str) -> Option<String> {
+    let (class, method) = cmd.trim().split_once("::")?;
+    let class = class.trim_start_matches('\\');
+    let ok = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok(method) || !class.split('\\').all(ok) {
+        return None;
+    }
+    let map = composer.get("autoload")?.get("psr-4")?.as_object()?;
+    let (prefix, dirs) = map
+        .iter()
+        .filter(|(p, _)| class.starts_with(p.as_str()))
+        .max_by_key(|(p, _)| p.len())?;
+    let dir = match dirs {
+        Value::String(d) => d.as_str(),
+        Value::Array(a) => a.first()?.as_str()?,
+        _ => return None,
+    };
+    let rest = class[prefix.len()..].replace('\\', "/");
+    Some(format!("{}/{rest}.php", dir.trim_end_matches('/')))
 }
 
 // ---------------------------------------------------------------- registries

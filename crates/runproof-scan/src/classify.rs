@@ -5,6 +5,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     PackageJson,
+    ComposerJson,
     Pnpmfile,
     Npmrc,
     Yarnrc,
@@ -173,6 +174,7 @@ pub fn classify(rel: &str, name: &str) -> FileKind {
 
     match lower.as_str() {
         "package.json" => return FileKind::PackageJson,
+        "composer.json" => return FileKind::ComposerJson,
         ".pnpmfile.cjs" | ".pnpmfile.mjs" | "pnpmfile.js" => return FileKind::Pnpmfile,
         ".npmrc" => return FileKind::Npmrc,
         ".yarnrc" => return FileKind::Yarnrc,
@@ -295,6 +297,7 @@ mod tests {
     fn kinds_by_path() {
         assert_eq!(k("package.json"), FileKind::PackageJson);
         assert_eq!(k(".pnpmfile.cjs"), FileKind::Pnpmfile);
+        assert_eq!(k("composer.json"), FileKind::ComposerJson);
         assert_eq!(k("node_modules/x/package.json"), FileKind::PackageJson);
         assert_eq!(k(".cargo/config.toml"), FileKind::CargoConfig);
         assert_eq!(k("sub/.cargo/config"), FileKind::CargoConfig);

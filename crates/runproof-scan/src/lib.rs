@@ -25,6 +25,7 @@ mod checks;
 pub mod classify;
 pub mod hidden;
 pub mod jsonc;
+pub mod makefile;
 mod model;
 pub mod payload;
 pub mod render;
@@ -53,11 +54,12 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Report, ScanError> {
 pub fn scan_bytes(rel_path: &str, content: &[u8]) -> Vec<Finding> {
     let name = rel_path.rsplit('/').next().unwrap_or(rel_path);
     let kind = classify::classify(rel_path, name);
+    let decoded = scanner::decode_utf16_bom(content);
     let mut sink = sink::Sink::default();
     let ctx = checks::FileCtx {
         rel: rel_path,
         name,
-        text: content,
+        text: decoded.as_deref().unwrap_or(content),
         kind,
     };
     checks::check(&ctx, &mut sink);

@@ -41,6 +41,15 @@ rules! {
     "npm-script-payload", High, "npm script carries a payload",
         "A package.json script such as test, start or build (or the file it runs) with a payload shape.",
         "Agents run `npm test` and `npm start` to check their work; a payload there runs with the agent's rights.";
+    "composer-install-script", Medium, "Composer event script runs on install",
+        "composer.json scripts for events Composer fires by itself: pre/post-install-cmd, pre/post-update-cmd, pre/post-autoload-dump, post-root-package-install, post-create-project-cmd, package and dependency-solving events.",
+        "`composer install` runs them with no further step (PHP callbacks and shell commands alike); an agent installing dependencies runs them.";
+    "composer-install-payload", Critical, "Composer event script carries a payload",
+        "A Composer event script (or the file it runs) that fetches and runs remote code, decodes and evaluates, opens a shell to the network, reads credentials or writes agent configuration.",
+        "It runs the moment anyone, or any agent, runs `composer install` or `composer update`.";
+    "composer-script-payload", High, "Composer script carries a payload",
+        "A composer.json custom script such as test or build (or the file it runs) with a payload shape.",
+        "Agents run `composer test` to check their work; a payload there runs with the agent's rights.";
     "registry-override", Low, "package registry redirected",
         ".npmrc, .yarnrc(.yml), pip.conf or .cargo/config.toml pointing installs at a registry or index other than the default.",
         "Dependencies then come from wherever the project says; a lookalike registry serves lookalike packages.";
@@ -127,6 +136,12 @@ rules! {
     "pre-commit-payload", High, "pre-commit hook carries a payload",
         "A pre-commit local hook entry (or the file it runs) with a payload shape.",
         "It runs when an agent commits.";
+    "make-default-target", Medium, "bare `make` runs more than a build",
+        "The recipe of a Makefile's default goal (first ordinary target or .DEFAULT_GOAL) and of the targets it depends on, when a command downloads or reaches another host, installs from the network, runs as root or runs a program from a temporary, home or hidden directory. Compilers, cargo/go build, pytest and file commands are ordinary.",
+        "A bare `make` is the first thing an agent runs in a C-style project; what it runs beyond building runs without the user choosing it.";
+    "make-default-target-payload", Critical, "bare `make` runs a payload",
+        "A recipe line of the Makefile default goal (or a target it depends on), or a script it runs, that fetches and runs remote code, decodes and evaluates, opens a shell to the network, reads credentials or writes agent configuration.",
+        "Typing `make`, the most ordinary build step there is, runs the payload.";
     "build-file-payload", High, "build file carries a payload",
         "Makefile (including $(shell) at parse time), justfile, Taskfile, CMakeLists.txt, Gradle, Rakefile, binding.gyp (node-gyp runs its <!(...) commands on npm install) or other build files with a payload shape.",
         "Agents run `make` and friends to build and test; IDEs configure CMake and Gradle projects on open.";

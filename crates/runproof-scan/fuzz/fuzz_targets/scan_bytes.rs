@@ -30,6 +30,8 @@ const PATHS: &[&str] = &[
     ".envrc",
     ".pre-commit-config.yaml",
     "Makefile",
+    "GNUmakefile",
+    "composer.json",
     ".claude/settings.json",
     ".codex/config.toml",
     ".mcp.json",
