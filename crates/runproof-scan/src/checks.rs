@@ -876,17 +876,20 @@ fn setup_py(f: &FileCtx, s: &mut Sink) {
             evidence_at(f.text, m.start()),
         );
     }
-    if memchr::memmem::find(f.text, b"pytest11").is_some() {
+    pytest11_plugin(f, s);
+}
+
+/// A `pytest11` entry point registers a plugin that loads into every pytest
+/// run in the environment.
+fn pytest11_plugin(f: &FileCtx, s: &mut Sink) {
+    if let Some(at) = memchr::memmem::find(f.text, b"pytest11") {
         s.add(
             "pytest-plugin",
             f.rel,
             line_of(f.text, &["pytest11"]),
             "registers a pytest11 plugin that loads into every pytest run in the environment"
                 .into(),
-            evidence_at(
-                f.text,
-                memchr::memmem::find(f.text, b"pytest11").unwrap_or(0),
-            ),
+            evidence_at(f.text, at),
         );
     }
 }
@@ -1037,18 +1040,8 @@ fn pytest_ini(f: &FileCtx, s: &mut Sink) {
             addopts_plugins(f, s, &v);
         }
     }
-    if f.kind == FileKind::SetupCfg && text.contains("pytest11") {
-        s.add(
-            "pytest-plugin",
-            f.rel,
-            line_of(f.text, &["pytest11"]),
-            "registers a pytest11 plugin that loads into every pytest run in the environment"
-                .into(),
-            evidence_at(
-                f.text,
-                memchr::memmem::find(f.text, b"pytest11").unwrap_or(0),
-            ),
-        );
+    if f.kind == FileKind::SetupCfg {
+        pytest11_plugin(f, s);
     }
 }
 
