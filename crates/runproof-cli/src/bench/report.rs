@@ -34,6 +34,9 @@ pub struct Row {
     /// CPU seconds (user + system) the agent's sandbox used.
     pub agent_cpu_s: f64,
     pub wall_s: f64,
+    /// Hostile behaviour seen in the audit log (connections around the
+    /// proxy, credential stores named, secret searches).
+    pub security: Vec<String>,
     /// What the run spent (model calls through the gateway plus compute);
     /// `None` when it was not metered.
     pub cost_usd: Option<f64>,
@@ -78,6 +81,7 @@ impl Row {
             "similarity": self.similarity,
             "blocked_requests": self.blocked_requests,
             "blocked": self.blocked,
+            "security": self.security,
             "future_commits_after_prepare": self.leaks_after_prepare,
             "agent_exit": self.agent_exit,
             "agent_timed_out": self.agent_timed_out,
@@ -248,6 +252,9 @@ impl Scoreboard {
             if r.agent_timed_out {
                 ev = format!("agent timed out; {ev}");
             }
+            if let Some(f) = r.security.first() {
+                ev = format!("SECURITY: {f}; {ev}");
+            }
             o.push_str(&format!(
                 "{:<24} {:<20} {:<22} {:<11} {:>7.1}  {}\n",
                 one_line(&r.instance_id, 24),
@@ -289,7 +296,7 @@ impl Scoreboard {
             esc(&self.agent)
         ));
         h.push_str(
-            "<style>body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
+            "<style>body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}.sec{color:#a00;font-weight:600}\
              table{border-collapse:collapse;width:100%}th,td{border:1px solid #ccc;padding:4px 6px;\
              text-align:left;vertical-align:top}th{background:#f3f3f3}td.ev{font-size:12px;\
              max-width:40em;overflow-wrap:anywhere}.clean{color:#2e7d32}.retrieved{color:#c62828;\
@@ -370,6 +377,9 @@ impl Scoreboard {
                     r.blocked_requests,
                     esc(&r.blocked.join(", "))
                 ));
+            }
+            for f in &r.security {
+                ev.push_str(&format!("<div class=\"sec\">security: {}</div>", esc(f)));
             }
             if let Some(e) = &r.error {
                 ev.push_str(&format!("<div>{}</div>", esc(e)));
