@@ -690,6 +690,32 @@ mod tests {
     }
 
     #[test]
+    fn security_flags_come_from_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        std::fs::write(
+            &log,
+            [
+                r#"{"event":"connect","pid":3,"family":"inet","address":"192.0.2.1:443","allowed":false}"#,
+                r#"{"event":"connect","pid":3,"family":"inet","address":"127.0.0.1:4000","allowed":true}"#,
+                r#"{"event":"exec","pid":4,"path":"/usr/bin/cat","argv":["cat","/root/.aws/credentials"],"cwd":"/w"}"#,
+                r#"{"event":"exec","pid":5,"path":"/usr/bin/cat","argv":["cat","/root/.ssh/id_rsa"],"cwd":"/w","found":false}"#,
+                r#"{"event":"exec","pid":6,"path":"/usr/bin/grep","argv":["grep","-i","API_KEY"],"cwd":"/w"}"#,
+                r#"{"event":"exec","pid":7,"path":"/usr/bin/python3","argv":["python3","-m","pytest"],"cwd":"/w"}"#,
+                "not json",
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let f = security_flags(&log);
+        assert_eq!(f.len(), 3, "{f:?}");
+        assert!(f[0].contains("around the proxy") && f[0].contains("192.0.2.1:443"));
+        assert!(f[1].contains(".aws/credentials"));
+        assert!(f[2].contains("searched for credentials"));
+        assert!(security_flags(&dir.path().join("missing")).is_empty());
+    }
+
+    #[test]
     fn instance_ids_become_safe_directory_names() {
         assert_eq!(safe_name("py-stats-1"), "py-stats-1");
         assert_eq!(safe_name("../../etc"), "_.._.._etc");
