@@ -54,16 +54,35 @@ pub async fn serve(
     policy: Arc<EgressPolicy>,
     audit: Arc<dyn AuditSink>,
 ) -> std::io::Result<()> {
+    let ctx = Arc::new(Ctx { policy, audit });
+    let max = ctx.policy.max_connections;
+    serve_connections(listener, max, "proxy", move |stream, peer, permit| {
+        let ctx = ctx.clone();
+        async move { handle_conn(ctx, stream, peer, Arc::new(permit)).await }
+    })
+    .await
+}
+
+/// Accept connections on `listener` and run `handle` for each on its own
+/// task, at most `max` at once: at the limit, further clients wait in the
+/// backlog instead of exhausting the host's file descriptors. Shared by the
+/// proxy and the gateway. Returns when the future is dropped (which ends
+/// every open connection) or the listener cannot be used.
+pub(crate) async fn serve_connections<F, Fut>(
+    listener: std::net::TcpListener,
+    max: usize,
+    who: &'static str,
+    mut handle: F,
+) -> std::io::Result<()>
+where
+    F: FnMut(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let ctx = Arc::new(Ctx { policy, audit });
     let mut conns = JoinSet::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(
-        ctx.policy.max_connections.max(1),
-    ));
+    let limit = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
     loop {
-        // At the limit, stop accepting: further clients wait in the backlog
-        // instead of exhausting the host's file descriptors.
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return Ok(());
         };
@@ -71,17 +90,14 @@ pub async fn serve(
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                eprintln!("runproof proxy: accept failed: {e}");
+                eprintln!("runproof {who}: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         while conns.try_join_next().is_some() {}
-        let ctx = ctx.clone();
-        conns.spawn(async move {
-            let _ = stream.set_nodelay(true);
-            handle_conn(ctx, stream, peer, Arc::new(permit)).await;
-        });
+        let _ = stream.set_nodelay(true);
+        conns.spawn(handle(stream, peer, permit));
     }
 }
 

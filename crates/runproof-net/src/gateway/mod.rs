@@ -38,7 +38,6 @@ use runproof_ledger::{
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::task::JoinSet;
 
 use crate::audit::{AuditEvent, AuditSink, bounded};
 use meter::{Api, StreamMeter, Verdict};
@@ -308,27 +307,11 @@ impl Gateway {
     /// (dropping it also ends every open connection). Needs a tokio runtime
     /// with I/O and time enabled.
     pub async fn serve(&self, listener: std::net::TcpListener) -> std::io::Result<()> {
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let mut conns = JoinSet::new();
-        let limit = Arc::new(tokio::sync::Semaphore::new(crate::proxy::MAX_CONNECTIONS));
-        loop {
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                return Ok(());
-            };
-            let (stream, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("runproof gateway: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            while conns.try_join_next().is_some() {}
-            let inner = self.inner.clone();
-            conns.spawn(async move {
+        let inner = self.inner.clone();
+        let handle = move |stream: tokio::net::TcpStream, peer: SocketAddr, permit| {
+            let inner = inner.clone();
+            async move {
                 let _permit = permit;
-                let _ = stream.set_nodelay(true);
                 let svc = hyper::service::service_fn(move |req| {
                     let inner = inner.clone();
                     async move { Ok::<_, Infallible>(inner.handle(req, peer).await) }
@@ -338,8 +321,10 @@ impl Gateway {
                     .header_read_timeout(Duration::from_secs(60))
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
-            });
-        }
+            }
+        };
+        let max = crate::proxy::MAX_CONNECTIONS;
+        crate::proxy::serve_connections(listener, max, "gateway", handle).await
     }
 }
 
