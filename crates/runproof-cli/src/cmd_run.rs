@@ -394,6 +394,16 @@ pub(crate) struct Metering {
 
 impl Metering {
     /// Charge the run's compute, close the run in the ledger, report spend.
+    /// Record whether the run's patch was verified, for `runproof cost`'s
+    /// cost per verified fix.
+    pub(crate) fn record_verdict(&self, task: &str, verified: bool) {
+        let res = runproof_ledger::Ledger::open(&self.ledger_path)
+            .and_then(|l| l.record_verdict(&self.run_id, Some(task), verified));
+        if let Err(e) = res {
+            eprintln!("runproof: could not record the verdict in the ledger: {e}");
+        }
+    }
+
     /// Spent so far: model calls, plus compute once `finish` ran.
     pub(crate) fn spent_usd(&self) -> f64 {
         self.budget.status().spent

@@ -635,3 +635,55 @@ fn overspender_under_a_budget_is_metered_and_stopped() {
         "the report shows the cost"
     );
 }
+
+#[test]
+fn metered_runs_record_verdicts_for_cost_per_verified_fix() {
+    build_examples();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let ledger = tmp.path().join("ledger.db");
+    let o = bench(
+        &[
+            "--tasks",
+            "examples/tasks.jsonl",
+            "--instance",
+            "py-stats-1",
+            "--agent",
+            &agent("reasoner"),
+            "--budget",
+            "1",
+            "--openai-base",
+            "http://127.0.0.1:9",
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("OPENAI_API_KEY", "unused-key")],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = scoreboard(&out);
+    let r = row(&b, "py-stats-1");
+    assert_eq!(r["verdict"], "resolved", "{r:#}");
+    // No model calls, but the compute is charged: known and above zero.
+    let cost = r["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0 && cost < 0.01, "{cost}");
+    assert!(
+        b["cost_per_clean_resolution_usd"].as_f64().is_some(),
+        "{b:#}"
+    );
+    let c = Command::new(env!("CARGO_BIN_EXE_runproof"))
+        .args(["cost", "--format", "json", "--ledger"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&c.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&c.stderr)));
+    assert_eq!(v["verified_fixes"], 1, "{v:#}");
+    assert!(
+        v["cost_per_verified_fix_usd"]
+            .as_f64()
+            .is_some_and(|c| c > 0.0),
+        "{v:#}"
+    );
+}

@@ -501,6 +501,9 @@ impl Ctx {
             .harness
             .grade(&t.grade, &self.agent_name, choice, &dir.join("verify"));
         row.resolved = rep.resolved;
+        if let Some(m) = &metering {
+            m.record_verdict(&t.grade.instance_id, rep.resolved);
+        }
         row.verdict = rep.status.name().to_string();
         row.infrastructure = rep.status.is_infrastructure();
         if let Some(d) = &rep.detail {
