@@ -727,7 +727,6 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
             loopback_only: true,
         },
         layers,
-        landlock_status: None,
         started: false,
         exit_msg: None,
         setup_error: None,
@@ -978,7 +977,6 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
             std::io::Error::other(e),
         ));
     }
-    let mut layers = sup.layers;
     if let Some((step, detail)) = sup.setup_error {
         if step == "exec" {
             eprintln!(
@@ -987,19 +985,9 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
             );
         }
     }
-    if let Some(l) = sup.landlock_status {
-        let state = if l.starts_with("enforced") {
-            LayerState::Enforced
-        } else if l.starts_with("partial") {
-            LayerState::Partial
-        } else {
-            LayerState::Unavailable
-        };
-        layers.push(LayerStatus::new("landlock", state, l));
-    }
     Ok(RunOutcome {
         exit: report,
-        layers,
+        layers: sup.layers,
         refused_env,
         quarantine,
         phases: phases.list,
@@ -1082,7 +1070,6 @@ struct Supervisor {
     audit: AuditLog,
     connect: ConnectPolicy,
     layers: Vec<LayerStatus>,
-    landlock_status: Option<String>,
     started: bool,
     exit_msg: Option<(i32, i32)>,
     setup_error: Option<(String, String)>,
@@ -1129,8 +1116,18 @@ impl Supervisor {
                 let detail = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                 self.setup_error.get_or_insert((step, detail));
             }
+            // Sent before SECCOMP_FD/READY on the same ordered socket, so
+            // the layer is listed by the time the start event is written.
             tag::LANDLOCK => {
-                self.landlock_status = Some(String::from_utf8_lossy(&msg.payload).into_owned())
+                let l = String::from_utf8_lossy(&msg.payload).into_owned();
+                let state = if l.starts_with("enforced") {
+                    LayerState::Enforced
+                } else if l.starts_with("partial") {
+                    LayerState::Partial
+                } else {
+                    LayerState::Unavailable
+                };
+                self.layers.push(LayerStatus::new("landlock", state, l));
             }
             tag::SECCOMP_FD => {
                 let mut fds = msg.fds;
@@ -1162,18 +1159,6 @@ impl Supervisor {
 
     fn mark_started(&mut self) {
         self.started = true;
-        if let Some(l) = &self.landlock_status {
-            let state = if l.starts_with("enforced") {
-                LayerState::Enforced
-            } else if l.starts_with("partial") {
-                LayerState::Partial
-            } else {
-                LayerState::Unavailable
-            };
-            self.layers
-                .push(LayerStatus::new("landlock", state, l.clone()));
-            self.landlock_status = None;
-        }
     }
 
     fn start_notify(&mut self) {
