@@ -180,15 +180,24 @@ pub fn doctor() -> Vec<LayerStatus> {
         ),
     ));
     let cg = cgroup::detect();
+    let limits = cg.memory().is_some() && cg.pids().is_some();
     out.push(LayerStatus::new(
         "cgroup",
-        match cg.best() {
-            Some(_) => LayerState::Enforced,
-            None => LayerState::Unavailable,
+        if limits {
+            LayerState::Enforced
+        } else if cg.memory().is_some() || cg.pids().is_some() || cg.cpu().is_some() {
+            LayerState::Partial
+        } else {
+            LayerState::Unavailable
         },
-        match cg.best() {
-            Some(v) => format!("memory and pids limits through {v} ({})", cg.describe()),
-            None => format!("no usable cgroup ({}): limits fall back to rlimits, and --memory/--pids refuse to run", cg.describe()),
+        if limits {
+            format!("{} ({})", cg.placement(), cg.describe())
+        } else {
+            format!(
+                "{} ({}): missing limits fall back to rlimits, and --memory/--pids refuse to run without their controller",
+                cg.placement(),
+                cg.describe()
+            )
         },
     ));
     out

@@ -533,8 +533,8 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
                     "cgroup",
                     LayerState::Enforced,
                     format!(
-                        "{}: memory {}, pids {}",
-                        cg.version,
+                        "{}; limits: memory {}, pids {}",
+                        cg.placement(),
                         policy
                             .limits
                             .memory
@@ -669,6 +669,12 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     };
 
     let (sup_sock, child_sock) = ipc::pair().map_err(|e| SandboxError::io("socketpair", e))?;
+    let cg_entry = match &cg {
+        Some(c) => c
+            .entry()
+            .map_err(|e| SandboxError::io("open the sandbox's cgroups", e))?,
+        None => cgroup::Entry::default(),
+    };
     let hostname = CString::new("runproof").unwrap();
     let cspec = ChildSpec {
         ctrl: child_sock.as_raw_fd(),
@@ -692,6 +698,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         landlock: prepared.landlock.clone(),
         seccomp: filter,
         seccomp_listener: notify_on,
+        cgroup: cg_entry.raw(),
     };
 
     phases.mark("cgroup create");
@@ -705,6 +712,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     }
     drop(child_sock);
     drop(stdio_fds);
+    drop(cg_entry);
     let guard_a = KillOnDrop(pid_a);
     // SAFETY: pidfd_open on our own child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid_a, 0) } as RawFd;
@@ -744,7 +752,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let mut stopped: Option<String> = None;
     let mut cpu_exceeded = false;
     let mut interrupts = 0;
-    let mut go_sent = false;
+    let mut forked = false;
 
     // Announce the start once the command is about to exec.
     let start_event = |sup: &Supervisor| Event::Start {
@@ -794,21 +802,9 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         if fds[0].revents != 0 {
             let was_started = sup.started;
             sup.read_message();
-            if let (Some(init), false) = (sup.init_pid, go_sent) {
+            if sup.init_pid.is_some() && !forked {
+                forked = true;
                 phases.mark("user namespace");
-                // The init builds the mount view meanwhile; it forks the
-                // command only after GO, so everything the command starts is
-                // in the cgroup. (Joining a cgroup can take milliseconds.)
-                if let Some(cg) = &cg {
-                    if let Err(e) = cg.add(init) {
-                        sup.kill_all(None);
-                        return Err(SandboxError::io("join cgroup", e));
-                    }
-                }
-                ipc::send(sup.sock.as_raw_fd(), tag::GO, &[], &[])
-                    .map_err(|e| SandboxError::io("start sandbox", e))?;
-                go_sent = true;
-                phases.mark("cgroup attach");
             }
             if sup.started && !was_started {
                 phases.mark("mounts and confinement");
@@ -914,7 +910,11 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         128 + signal.unwrap_or(libc::SIGKILL)
     };
     let (peak, peak_src) = match (stats.peak_memory, &cg) {
-        (Some(p), Some(cg)) => (Some(p), cg.version.to_string()),
+        (Some(p), Some(cg)) => (
+            Some(p),
+            cg.memory_version()
+                .map_or("cgroup".to_string(), |v| v.to_string()),
+        ),
         _ => (
             Some(ru.ru_maxrss as u64 * 1024),
             "rusage (largest single process)".to_string(),
@@ -1108,6 +1108,12 @@ impl Supervisor {
                     // Keep the init out of the OOM killer's reach when we can
                     // (root only); its death would end the run.
                     let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
+                }
+            }
+            tag::CGROUP => {
+                let how = String::from_utf8_lossy(&msg.payload).into_owned();
+                if let Some(l) = self.layers.iter_mut().find(|l| l.layer == "cgroup") {
+                    l.detail = format!("{}; entered: {how}", l.detail);
                 }
             }
             tag::ERROR => {
