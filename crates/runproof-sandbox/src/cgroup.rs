@@ -123,25 +123,21 @@ impl Support {
     /// One line for `runproof doctor`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
-        match (&self.v2_dir, self.v2_writable) {
-            (Some(d), true) => parts.push(format!(
-                "v2 at {} with {}{}",
+        match &self.v2_dir {
+            Some(d) => parts.push(format!(
+                "v2 at {}{}, controllers: {}{}",
                 d.display(),
+                if self.v2_writable { "" } else { " (read-only)" },
                 if self.v2_controllers.is_empty() {
-                    "no controllers".to_string()
+                    "none".to_string()
                 } else {
                     self.v2_controllers.join(" ")
                 },
                 self.v2_problem
                     .as_ref()
-                    .map_or(String::new(), |p| format!(" ({p})"))
+                    .map_or(String::new(), |p| format!("; {p}"))
             )),
-            (Some(d), false) => parts.push(format!(
-                "v2 at {} not usable: {}",
-                d.display(),
-                self.v2_problem.as_deref().unwrap_or("not writable")
-            )),
-            (None, _) => parts.push("no v2 hierarchy".into()),
+            None => parts.push("no v2 hierarchy".into()),
         }
         let v1: Vec<&str> = [
             ("memory", &self.v1_memory),
@@ -254,15 +250,14 @@ pub fn detect() -> Support {
         s.v2_writable = writable(&dir);
         let has = |c: &str| s.v2_controllers.iter().any(|x| x == c);
         if !(has("memory") && has("pids")) {
-            s.v2_problem = Some(format!(
-                "the memory and pids controllers are not available in {} (they may be bound to cgroup v1)",
-                dir.display()
-            ));
+            s.v2_problem = Some(
+                "memory and pids are not offered there (they may be bound to cgroup v1)".into(),
+            );
         } else if !s.v2_writable {
-            s.v2_problem = Some(format!(
-                "{} is not delegated to this user; run under `systemd-run --user --scope -p Delegate=yes`",
-                dir.display()
-            ));
+            s.v2_problem = Some(
+                "not delegated to this user; run under `systemd-run --user --scope -p Delegate=yes`"
+                    .into(),
+            );
         }
         s.v2_dir = Some(dir);
     }
