@@ -397,8 +397,18 @@ impl Metering {
     /// Record whether the run's patch was verified, for `runproof cost`'s
     /// cost per verified fix.
     pub(crate) fn record_verdict(&self, task: &str, verified: bool) {
-        let res = runproof_ledger::Ledger::open(&self.ledger_path)
-            .and_then(|l| l.record_verdict(&self.run_id, Some(task), verified));
+        let v = runproof_ledger::VerdictRecord {
+            key: format!("run:{}", self.run_id),
+            run_id: Some(self.run_id.clone()),
+            task: Some(task.to_string()),
+            agent: None,
+            source: "bench".into(),
+            outcome: if verified { "resolved" } else { "unresolved" }.into(),
+            verified,
+            ts_ms: runproof_ledger::time::unix_ms(),
+        };
+        let res =
+            runproof_ledger::Ledger::open(&self.ledger_path).and_then(|l| l.record_verdict(&v));
         if let Err(e) = res {
             eprintln!("runproof: could not record the verdict in the ledger: {e}");
         }
@@ -558,6 +568,7 @@ pub(crate) fn attach_network(
             .start_run(&runproof_ledger::RunRecord {
                 id: run_id.clone(),
                 task: None,
+                agent: None,
                 started_ms: runproof_ledger::time::unix_ms(),
                 budget_usd: gw.budget,
             })

@@ -15,8 +15,9 @@ pub struct CostArgs {
     /// UTC date (2026-01-31) or date-time (2026-01-31T12:00Z).
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
-    /// Group rows by model, run or task.
-    #[arg(long, value_name = "KEY", default_value = "model", value_parser = ["model", "run", "task"])]
+    /// Group rows by model, run, task or agent. Each row shows its verified
+    /// fixes and cost per verified fix (verdicts from bench, verify and eval).
+    #[arg(long, value_name = "KEY", default_value = "model", value_parser = ["model", "run", "task", "agent"])]
     pub by: String,
     /// Output format.
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]

@@ -24,6 +24,7 @@ fn concurrent_writers_lose_nothing_and_cost_reports_it() {
             .start_run(&RunRecord {
                 id: run.into(),
                 task: Some(format!("task-{run}")),
+                agent: None,
                 started_ms: 0,
                 budget_usd: Some(5.0),
             })

@@ -200,6 +200,7 @@ pub fn run_gateway(args: &GatewayArgs) -> Result<(), NetCliError> {
         ledger.start_run(&runproof_ledger::RunRecord {
             id: id.clone(),
             task: None,
+            agent: None,
             started_ms: runproof_ledger::time::unix_ms(),
             budget_usd: args.budget,
         })?;
