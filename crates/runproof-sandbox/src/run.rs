@@ -89,7 +89,7 @@ pub struct RunSpec {
     /// Live accounting: asks for a cgroup (for its CPU and memory figures)
     /// even without a memory or process limit, and is called with its stats
     /// on every supervisor tick. Without a cgroup it is never called, and the
-    /// `compute accounting` layer says so.
+    /// `accounting` layer says so.
     pub on_tick: Option<TickHook>,
     /// Variables set by runproof itself (e.g. proxy settings); they are not
     /// subject to the credential filter.
@@ -735,17 +735,17 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         let live = cg.as_ref().map(|c| (c.version, c.stats().cpu_ns.is_some()));
         layers.push(match live {
             Some((v, true)) => LayerStatus::new(
-                "compute accounting",
+                "accounting",
                 LayerState::Enforced,
                 format!("CPU time and memory read live from {v}"),
             ),
             Some((v, false)) => LayerStatus::new(
-                "compute accounting",
+                "accounting",
                 LayerState::Partial,
                 format!("memory read live from {v}; no CPU accounting controller, so CPU time is counted from rusage when the run ends"),
             ),
             None => LayerStatus::new(
-                "compute accounting",
+                "accounting",
                 LayerState::Unavailable,
                 "no cgroup: CPU time and memory are counted from rusage when the run ends, not live",
             ),

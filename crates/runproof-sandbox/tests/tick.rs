@@ -54,7 +54,7 @@ fn tick_hook_sees_cpu_time_grow_and_can_stop_the_run() {
     let layer = out
         .layers
         .iter()
-        .find(|l| l.layer == "compute accounting")
-        .expect("a compute accounting layer");
+        .find(|l| l.layer == "accounting")
+        .expect("an accounting layer");
     assert_eq!(layer.state, LayerState::Enforced, "{layer:?}");
 }
