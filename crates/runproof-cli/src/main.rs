@@ -14,7 +14,9 @@ use std::process::ExitCode;
 const EXIT_CODES: &str = "\
 Exit status of `runproof run`:
   N      the command's own exit status
-  124    the --timeout passed and the command was killed
+  2      bad flags, policy file or configuration file; the command did not run
+  124    the --timeout passed, the budget was spent (tokens and compute), or a
+         runaway loop was flagged with loop.stop; the command was killed
   125    the sandbox could not be set up, or the pre-run scan found high or
          critical issues (see --trust); the command did not run
   126    the command was found but could not be executed

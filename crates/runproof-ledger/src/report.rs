@@ -81,8 +81,10 @@ pub struct CostRow {
     pub verdicts: u64,
     /// Of those, the verified ones.
     pub verified_fixes: u64,
-    /// `total_cost_usd / verified_fixes`, when the row has fixes and runs
-    /// (without recorded runs the cost of the fixes is unknown, not 0).
+    /// Verified fixes whose agent runs are in the ledger: what the row's
+    /// cost is divided by (the cost of the others is unknown, not 0).
+    pub costed_fixes: u64,
+    /// `total_cost_usd / costed_fixes`, when there are any.
     pub cost_per_verified_fix_usd: Option<f64>,
 }
 
@@ -99,9 +101,11 @@ pub struct CostReport {
     pub verdicts: u64,
     pub verified_fixes: u64,
     /// Verified fixes joined to no recorded agent run: their cost is not in
-    /// the ledger (record the runs with `runproof run --task --agent`).
+    /// the ledger (record the runs with `runproof run --task --agent`), so
+    /// they are left out of the cost per verified fix.
     pub unattributed_verified_fixes: u64,
-    /// Total cost divided by verified fixes, when there are any.
+    /// Total cost (failed runs included) divided by the verified fixes whose
+    /// runs are in the ledger, when there are any.
     pub cost_per_verified_fix_usd: Option<f64>,
     pub hourly_rate_usd: Option<f64>,
     /// Developer minutes the total cost would buy at `hourly_rate_usd`.
@@ -134,6 +138,7 @@ impl Acc {
             runs: 0,
             verdicts: 0,
             verified_fixes: 0,
+            costed_fixes: 0,
             cost_per_verified_fix_usd: None,
         })
     }
@@ -218,10 +223,11 @@ pub fn cost_report(ledger: &Ledger, opts: &CostOptions) -> Result<CostReport, Le
         .collect::<Result<_, _>>()
         .map_err(err)?;
 
-    // The runs a verdict belongs to.
+    // The recorded runs a verdict belongs to.
     let linked = |v: &V| -> Vec<String> {
         match (&v.0, &v.1, &v.2) {
-            (Some(run), _, _) => vec![run.clone()],
+            (Some(run), _, _) if runs.contains_key(run) => vec![run.clone()],
+            (Some(_), _, _) => Vec::new(),
             (None, Some(t), Some(a)) => by_task_agent
                 .get(&(t.as_str(), a.as_str()))
                 .map(|ids| ids.iter().map(|s| s.to_string()).collect())
@@ -304,6 +310,7 @@ pub fn cost_report(ledger: &Ledger, opts: &CostOptions) -> Result<CostReport, Le
             let row = groups.entry(k.clone()).or_default().row(&k);
             row.verdicts += 1;
             row.verified_fixes += v.3 as u64;
+            row.costed_fixes += (v.3 && !runs_of.is_empty()) as u64;
         }
     }
     let mut rows: Vec<CostRow> = groups
@@ -313,8 +320,8 @@ pub fn cost_report(ledger: &Ledger, opts: &CostOptions) -> Result<CostReport, Le
             let mut row = acc.row.take()?;
             row.runs = n;
             row.total_cost_usd = row.cost_usd + row.compute_cost_usd;
-            row.cost_per_verified_fix_usd = (row.verified_fixes > 0 && row.runs > 0)
-                .then(|| row.total_cost_usd / row.verified_fixes as f64);
+            row.cost_per_verified_fix_usd =
+                (row.costed_fixes > 0).then(|| row.total_cost_usd / row.costed_fixes as f64);
             Some(row)
         })
         .collect();
@@ -325,7 +332,8 @@ pub fn cost_report(ledger: &Ledger, opts: &CostOptions) -> Result<CostReport, Le
     });
     let total = token_cost + compute_cost;
     let rate = opts.hourly_rate_usd.filter(|r| *r > 0.0 && r.is_finite());
-    let per_fix = (fixes > 0).then(|| total / fixes as f64);
+    let costed = fixes - unattributed;
+    let per_fix = (costed > 0).then(|| total / costed as f64);
     Ok(CostReport {
         by: opts.by,
         since_ms: opts.since_ms,
@@ -432,7 +440,7 @@ pub fn render_text(r: &CostReport) -> String {
     if r.unattributed_verified_fixes > 0 {
         let _ = writeln!(
             out,
-            "note: {} verified fix(es) match no recorded agent run, so what they cost is not in the ledger (record the agent's runs with `runproof run --task ID --agent NAME`)",
+            "note: {} verified fix(es) match no recorded agent run: what they cost is not in the ledger, so they are left out of the cost per fix (record the agent's runs with `runproof run --task ID --agent NAME`)",
             r.unattributed_verified_fixes
         );
     }
@@ -631,12 +639,15 @@ mod tests {
             .unwrap();
         l.record_verdict(&verdict("k-c", None, "t2", "C", true))
             .unwrap();
+        // A verdict naming a run the ledger does not hold has no known cost.
+        l.record_verdict(&verdict("k-d", Some("no-such-run"), "t3", "D", true))
+            .unwrap();
         // Recording the same attempt again does not add a verdict.
         assert!(
             !l.record_verdict(&verdict("k-a", None, "t1", "A", true))
                 .unwrap()
         );
-        assert_eq!(l.verdicts().unwrap().len(), 3);
+        assert_eq!(l.verdicts().unwrap().len(), 4);
 
         let r = report(&l, GroupBy::Agent);
         let a = row(&r, "A");
@@ -648,8 +659,9 @@ mod tests {
         let c = row(&r, "C");
         assert_eq!((c.runs, c.verified_fixes), (0, 1));
         assert_eq!(c.cost_per_verified_fix_usd, None, "no runs: cost unknown");
-        assert_eq!((r.verified_fixes, r.unattributed_verified_fixes), (2, 1));
-        assert_eq!(r.cost_per_verified_fix_usd, Some(7.0));
+        assert_eq!((r.verified_fixes, r.unattributed_verified_fixes), (3, 2));
+        // Everything spent (B's failed attempt too) over the one costed fix.
+        assert_eq!(r.cost_per_verified_fix_usd, Some(14.0));
         assert!(render_text(&r).contains("match no recorded agent run"));
 
         let r = report(&l, GroupBy::Model);

@@ -106,4 +106,8 @@ fn cost_errors_say_what_to_do() {
     a.since = Some("last tuesday".into());
     let e = run_cost(&a).unwrap_err().to_string();
     assert!(e.contains("last tuesday") && e.contains("7d"), "{e}");
+    let mut a = args(&p, "model", "text");
+    a.hourly_rate = Some(-5.0);
+    let e = run_cost(&a).unwrap_err().to_string();
+    assert!(e.contains("--hourly-rate -5"), "{e}");
 }
