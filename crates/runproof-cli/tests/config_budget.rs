@@ -386,3 +386,58 @@ fn loop_policy_from_the_config_flags_by_default_and_stops_when_asked() {
         }
     }
 }
+
+#[test]
+fn runproof_gateway_takes_upstream_key_file_and_budget_from_the_config() {
+    use std::io::{Read, Write};
+    let host = Host::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = fake_openai(seen.clone());
+    let key = host.file("openai.key", "gateway-key-from-file\n");
+    let prices = host.file("prices.json", PRICES);
+    // $0.03 per call against $0.05: the second call is refused.
+    host.config(&format!(
+        "prices = {prices:?}\nbudget_usd = 0.05\n[openai]\nbase_url = \"http://127.0.0.1:{port}\"\nkey_file = {key:?}\n"
+    ));
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listen.local_addr().unwrap();
+    drop(listen);
+    let mut c = host.runproof(&["gateway", "--listen", &addr.to_string(), "--run-id", "gw-1"]);
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let g = spawn(c);
+    assert!(
+        wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_ok()),
+        "the gateway did not start listening"
+    );
+    let call = || {
+        let body = r#"{"model":"gpt-test","messages":[{"role":"user","content":"hi"}]}"#;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp.split(' ').nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(call(), "200");
+    assert_eq!(call(), "200", "the second call fits the tail of the budget");
+    let third = call();
+    assert!(
+        third.starts_with('4'),
+        "refused once the budget is spent: {third}"
+    );
+    let auth = seen.lock().unwrap().clone();
+    assert_eq!(auth.len(), 2, "{auth:?}");
+    assert!(
+        auth.iter().all(|a| a.contains("gateway-key-from-file")),
+        "{auth:?}"
+    );
+    drop(g);
+}
