@@ -1,5 +1,6 @@
 //! `runproof run` and `runproof doctor`.
 
+use crate::config::{Config, KeySource, Provider};
 use clap::{Args, ValueEnum};
 use runproof_sandbox::audit::{AuditLog, Event};
 use runproof_sandbox::policy::NetworkMode;
@@ -26,8 +27,6 @@ pub enum NetArg {
 pub const PROXY_PORT: u16 = 3128;
 /// Port of the LLM gateway inside the sandbox.
 pub const GATEWAY_PORT: u16 = 4000;
-
-use crate::config::{Config, KeySource, Provider};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
