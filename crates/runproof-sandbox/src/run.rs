@@ -64,6 +64,11 @@ impl StopSignal {
 /// Callback that receives the loopback listeners bound inside the sandbox.
 pub type ListenerHook = Box<dyn FnOnce(Vec<TcpListener>) + Send>;
 
+/// Called on every turn of the supervisor's loop (every 200 ms at most)
+/// with the sandbox's cgroup accounting while the command runs: the seam for
+/// live compute metering. It can end the run through a [`StopSignal`].
+pub type TickHook = Box<dyn FnMut(&crate::cgroup::Stats) + Send>;
+
 /// One sandboxed run.
 pub struct RunSpec {
     pub policy: Policy,
@@ -81,6 +86,11 @@ pub struct RunSpec {
     pub on_listeners: Option<ListenerHook>,
     /// Ends the run when signalled (exit status 124, `stopped` says why).
     pub stop: Option<std::sync::Arc<StopSignal>>,
+    /// Live accounting: asks for a cgroup (for its CPU and memory figures)
+    /// even without a memory or process limit, and is called with its stats
+    /// on every supervisor tick. Without a cgroup it is never called, and the
+    /// `accounting` layer says so.
+    pub on_tick: Option<TickHook>,
     /// Variables set by runproof itself (e.g. proxy settings); they are not
     /// subject to the credential filter.
     pub extra_env: BTreeMap<String, String>,
@@ -98,6 +108,7 @@ impl RunSpec {
             listen_ports: Vec::new(),
             on_listeners: None,
             stop: None,
+            on_tick: None,
             extra_env: BTreeMap::new(),
             stdio: Stdio::Inherit,
         }
@@ -518,7 +529,8 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     // Limits.
     phases.mark("plan");
     let support = cgroup::detect();
-    let want_cg = policy.limits.memory.is_some() || policy.limits.pids.is_some();
+    let want_cg =
+        policy.limits.memory.is_some() || policy.limits.pids.is_some() || spec.on_tick.is_some();
     let require_cg = policy.limits.require_cgroup.unwrap_or(false);
     let cg = if want_cg {
         match Cgroup::create(
@@ -726,6 +738,27 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
 
     phases.mark("fork");
+    let mut on_tick = spec.on_tick.take();
+    if on_tick.is_some() {
+        let live = cg.as_ref().map(|c| (c.version, c.stats().cpu_ns.is_some()));
+        layers.push(match live {
+            Some((v, true)) => LayerStatus::new(
+                "accounting",
+                LayerState::Enforced,
+                format!("CPU time and memory read live from {v}"),
+            ),
+            Some((v, false)) => LayerStatus::new(
+                "accounting",
+                LayerState::Partial,
+                format!("memory read live from {v}; no CPU accounting controller, so CPU time is counted from rusage when the run ends"),
+            ),
+            None => LayerStatus::new(
+                "accounting",
+                LayerState::Unavailable,
+                "no cgroup: CPU time and memory are counted from rusage when the run ends, not live",
+            ),
+        });
+    }
     let mut sup = Supervisor {
         sock: sup_sock,
         pidfd,
@@ -831,6 +864,9 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         }
         if fds[1].revents != 0 {
             break;
+        }
+        if let (Some(tick), Some(cg)) = (on_tick.as_mut(), &cg) {
+            tick(&cg.stats());
         }
         if let Some(reason) = spec.stop.as_ref().and_then(|s| s.reason()) {
             stopped = Some(reason);

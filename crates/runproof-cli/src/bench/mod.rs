@@ -49,7 +49,9 @@ are made visible read-only inside the sandbox.
 Writes OUT/<instance>/{workspace,layer,audit.jsonl,agent.log,patch.diff,verify/},
 OUT/scoreboard.json, OUT/scoreboard.txt and OUT/report.html.
 
-Cost is reported as unknown: the metered gateway is not wired into bench yet.
+With --budget or --gateway, model calls go through the metered gateway and
+each run's cost (tokens and compute) is in the scoreboard and the ledger,
+labelled with its task and agent, with its verdict; without, cost is unknown.
 
 Exit status: 0 when every task ran (whatever the verdicts), 1 when some task
 had an infrastructure failure, 2 on a usage or input error.";
@@ -80,21 +82,29 @@ pub struct BenchArgs {
     /// Wall-clock limit for each agent run, in seconds.
     #[arg(long, default_value_t = 600.0, value_name = "SECS")]
     timeout: f64,
-    /// Spending cap in USD for each agent run: model calls go through the
-    /// metered gateway (keys from runproof's OPENAI_API_KEY/ANTHROPIC_API_KEY
-    /// stay on the host) and the run is stopped when the cap is spent.
+    /// Spending cap in USD for each agent run (tokens and compute): model
+    /// calls go through the metered gateway (the keys stay on the host) and
+    /// the run is stopped when the cap is spent. Implies --gateway.
     #[arg(long, value_name = "USD")]
     budget: Option<f64>,
-    /// Upstream for OpenAI-compatible calls through the gateway.
-    #[arg(long, value_name = "URL", default_value = "https://api.openai.com")]
-    openai_base: String,
-    /// Upstream for Anthropic calls through the gateway.
-    #[arg(long, value_name = "URL", default_value = "https://api.anthropic.com")]
-    anthropic_base: String,
-    /// Model prices (LiteLLM format) on top of the bundled table.
+    /// Meter each agent run through the gateway, with the config's
+    /// budget_usd as its cap (unlimited, still accounted, without one).
+    #[arg(long)]
+    gateway: bool,
+    /// Upstream for OpenAI-compatible calls through the gateway (default:
+    /// from the config, else https://api.openai.com).
+    #[arg(long, value_name = "URL")]
+    openai_base: Option<String>,
+    /// Upstream for Anthropic calls through the gateway (default: from the
+    /// config, else https://api.anthropic.com).
+    #[arg(long, value_name = "URL")]
+    anthropic_base: Option<String>,
+    /// Model prices (LiteLLM format) on top of the bundled table (default:
+    /// from the config).
     #[arg(long, value_name = "FILE")]
     prices: Option<PathBuf>,
-    /// Ledger database (default: ~/.local/share/runproof/ledger.db).
+    /// Ledger database (default: from the config, else
+    /// ~/.local/share/runproof/ledger.db).
     #[arg(long, value_name = "FILE")]
     ledger: Option<PathBuf>,
     /// Output directory (created; refused when it already holds results for one of the tasks).
@@ -111,8 +121,8 @@ struct BenchTask {
     integrity: runproof_integrity::task::Task,
 }
 
-pub fn run(args: BenchArgs) -> ExitCode {
-    match run_inner(&args) {
+pub fn run(args: BenchArgs, config: Option<&Path>) -> ExitCode {
+    match run_inner(&args, config) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("runproof bench: {msg}");
@@ -121,7 +131,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
+fn run_inner(args: &BenchArgs, config: Option<&Path>) -> Result<ExitCode, String> {
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return Err(format!(
             "--timeout {} must be a positive number of seconds",
@@ -157,23 +167,26 @@ fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
         reruns: 0,
         keep_workspaces: false,
     };
-    if let Some(b) = args.budget {
-        if !(b.is_finite() && b > 0.0) {
-            return Err(format!("--budget {b} is not a positive amount of USD"));
-        }
-        let has_key = |v: &str| std::env::var(v).is_ok_and(|k| !k.is_empty());
-        if !has_key("OPENAI_API_KEY") && !has_key("ANTHROPIC_API_KEY") {
-            return Err("--budget routes model calls through the metered gateway, which needs OPENAI_API_KEY or ANTHROPIC_API_KEY in runproof's environment (the keys stay on the host)".into());
-        }
-    }
+    let gateway = if args.budget.is_some() || args.gateway {
+        let cfg = crate::config::Config::load(config)?;
+        let g = crate::cmd_run::GatewaySetup::resolve(
+            &cfg,
+            &crate::cmd_run::GatewayFlags {
+                openai_base: args.openai_base.as_deref(),
+                anthropic_base: args.anthropic_base.as_deref(),
+                budget: args.budget,
+                prices: args.prices.as_deref(),
+                ledger: args.ledger.as_deref(),
+            },
+        )?;
+        // Refuse now rather than once per task.
+        g.upstreams()?;
+        Some(g)
+    } else {
+        None
+    };
     let ctx = Ctx {
-        gateway: args.budget.map(|budget| GatewayOpts {
-            budget,
-            openai_base: args.openai_base.clone(),
-            anthropic_base: args.anthropic_base.clone(),
-            prices: args.prices.clone(),
-            ledger: args.ledger.clone(),
-        }),
+        gateway,
         template,
         agent_name: agent_name.clone(),
         allow: args.allow.clone(),
@@ -336,17 +349,9 @@ fn load(path: &Path, only: &[String]) -> Result<Vec<BenchTask>, String> {
     Ok(out)
 }
 
-struct GatewayOpts {
-    budget: f64,
-    openai_base: String,
-    anthropic_base: String,
-    prices: Option<PathBuf>,
-    ledger: Option<PathBuf>,
-}
-
 struct Ctx {
-    /// Gateway settings when runs are metered (`--budget`).
-    gateway: Option<GatewayOpts>,
+    /// Gateway settings when runs are metered (`--budget`, `--gateway`).
+    gateway: Option<crate::cmd_run::GatewaySetup>,
     template: Vec<String>,
     agent_name: String,
     allow: Vec<String>,
@@ -441,12 +446,10 @@ impl Ctx {
         let setup = crate::cmd_run::NetSetup {
             audit: Some(&audit_path),
             allow_address: &self.allow_address,
-            gateway: self.gateway.as_ref().map(|g| crate::cmd_run::GatewaySetup {
-                openai_base: &g.openai_base,
-                anthropic_base: &g.anthropic_base,
-                budget: Some(g.budget),
-                prices: g.prices.as_deref(),
-                ledger: g.ledger.as_deref(),
+            gateway: self.gateway.clone().map(|mut g| {
+                g.task = Some(t.grade.instance_id.clone());
+                g.agent = Some(self.agent_name.clone());
+                g
             }),
         };
         let metering = crate::cmd_run::attach_network(&mut spec, &setup, gate.clone())?;
@@ -502,7 +505,7 @@ impl Ctx {
             .grade(&t.grade, &self.agent_name, choice, &dir.join("verify"));
         row.resolved = rep.resolved;
         if let Some(m) = &metering {
-            m.record_verdict(&t.grade.instance_id, rep.resolved);
+            m.record_verdict(&t.grade.instance_id, rep.status.name(), rep.resolved);
         }
         row.verdict = rep.status.name().to_string();
         row.infrastructure = rep.status.is_infrastructure();
