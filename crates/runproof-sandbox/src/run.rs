@@ -740,17 +740,19 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     phases.mark("fork");
     let mut on_tick = spec.on_tick.take();
     if on_tick.is_some() {
-        let live = cg.as_ref().map(|c| (c.version, c.stats().cpu_ns.is_some()));
+        let live = cg
+            .as_ref()
+            .map(|c| (c.placement(), c.stats().cpu_ns.is_some()));
         layers.push(match live {
-            Some((v, true)) => LayerStatus::new(
+            Some((p, true)) => LayerStatus::new(
                 "accounting",
                 LayerState::Enforced,
-                format!("CPU time and memory read live from {v}"),
+                format!("CPU time and memory read live from the cgroups ({p})"),
             ),
-            Some((v, false)) => LayerStatus::new(
+            Some((p, false)) => LayerStatus::new(
                 "accounting",
                 LayerState::Partial,
-                format!("memory read live from {v}; no CPU accounting controller, so CPU time is counted from rusage when the run ends"),
+                format!("memory read live from the cgroups ({p}); no CPU accounting, so CPU time is counted from rusage when the run ends"),
             ),
             None => LayerStatus::new(
                 "accounting",
