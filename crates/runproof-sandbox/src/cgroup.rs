@@ -385,17 +385,22 @@ impl Cgroup {
                 ),
             ));
         }
-        for base in [
-            &support.v2_dir,
-            &support.v1_memory,
-            &support.v1_pids,
-            &support.v1_cpuacct,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            remove_stale(base);
-        }
+        // Leftovers of killed runproof processes: once per process is enough
+        // (an eval creates hundreds of sandboxes).
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| {
+            for base in [
+                &support.v2_dir,
+                &support.v1_memory,
+                &support.v1_pids,
+                &support.v1_cpuacct,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                remove_stale(base);
+            }
+        });
         let name = format!(
             "runproof-{}-{}",
             std::process::id(),
