@@ -205,7 +205,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         g.shutdown();
     }
     if let (Some(m), Ok(out)) = (&metering, &result) {
-        m.finish(out);
+        eprintln!("runproof: {}", m.finish(out));
     }
     match result {
         Ok(out) => {
@@ -239,7 +239,9 @@ pub fn run(args: RunArgs) -> ExitCode {
                     );
                 }
             }
-            if out.exit.timed_out {
+            if let Some(why) = &out.exit.stopped {
+                eprintln!("runproof: stopped ({why}); the sandbox was killed");
+            } else if out.exit.timed_out {
                 eprintln!(
                     "runproof: timed out after {:.1}s; the sandbox was killed",
                     out.exit.wall_s
@@ -409,7 +411,8 @@ impl Metering {
         self.budget.status().spent
     }
 
-    pub(crate) fn finish(&self, out: &runproof_sandbox::RunOutcome) {
+    /// Returns the one-line summary of what the run spent.
+    pub(crate) fn finish(&self, out: &runproof_sandbox::RunOutcome) -> String {
         let x = &out.exit;
         let cpu = x.user_cpu_s + x.system_cpu_s;
         let mem_gib_s = x.peak_memory_bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64 * x.wall_s;
@@ -443,12 +446,20 @@ impl Metering {
             Err(e) => eprintln!("runproof: could not open the ledger: {e}"),
         }
         let st = self.budget.status();
-        eprintln!(
-            "runproof: run {} spent ${:.4} (compute ${cost:.4}){}",
+        format!(
+            "run {} spent ${:.4} (compute ${cost:.4}){}",
             self.run_id,
             st.spent,
             st.limit.map(|l| format!(" of ${l:.2}")).unwrap_or_default()
-        );
+        )
+    }
+}
+
+/// The name a gateway stop is recorded under (`exit.stopped` in the audit log).
+pub(crate) fn stop_reason(r: &runproof_net::StopReason) -> &'static str {
+    match r {
+        runproof_net::StopReason::BudgetExhausted => "budget_exhausted",
+        runproof_net::StopReason::RunawayLoop => "runaway_loop",
     }
 }
 
@@ -463,6 +474,12 @@ pub(crate) struct NetSetup<'a> {
 }
 
 pub(crate) struct GatewaySetup<'a> {
+    /// Refuse to start without an API key on the host (`run --gateway`).
+    /// Without it the gateway serves with no upstream: every model call is
+    /// refused (and still audited and loop-checked), compute is metered.
+    pub require_upstream: bool,
+    /// The task the run works on, for the ledger.
+    pub task: Option<&'a str>,
     pub openai_base: &'a str,
     pub anthropic_base: &'a str,
     pub budget: Option<f64>,
@@ -476,6 +493,8 @@ impl<'a> NetSetup<'a> {
             audit: args.audit.as_deref(),
             allow_address: &args.allow_address,
             gateway: (args.gateway || args.budget.is_some()).then(|| GatewaySetup {
+                require_upstream: true,
+                task: None,
                 openai_base: &args.openai_base,
                 anthropic_base: &args.anthropic_base,
                 budget: args.budget,
@@ -538,7 +557,7 @@ pub(crate) fn attach_network(
         };
         let openai = up(gw.openai_base, "OPENAI_API_KEY");
         let anthropic = up(gw.anthropic_base, "ANTHROPIC_API_KEY");
-        if openai.is_none() && anthropic.is_none() {
+        if gw.require_upstream && openai.is_none() && anthropic.is_none() {
             return Err("--gateway needs OPENAI_API_KEY or ANTHROPIC_API_KEY in runproof's environment (the keys stay on the host; the sandbox never sees them)".into());
         }
         let prices =
@@ -549,15 +568,18 @@ pub(crate) fn attach_network(
         };
         let ledger = runproof_ledger::Ledger::open(&ledger_path)
             .map_err(|e| format!("ledger {}: {e}", ledger_path.display()))?;
+        // Unique within the process too: bench starts runs in parallel.
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let run_id = format!(
-            "run-{}-{}",
+            "run-{}-{}-{}",
             runproof_ledger::time::unix_ms(),
-            std::process::id()
+            std::process::id(),
+            RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         ledger
             .start_run(&runproof_ledger::RunRecord {
                 id: run_id.clone(),
-                task: None,
+                task: gw.task.map(str::to_string),
                 started_ms: runproof_ledger::time::unix_ms(),
                 budget_usd: gw.budget,
             })
@@ -573,7 +595,7 @@ pub(crate) fn attach_network(
             prices: Arc::new(prices),
             budget: budget.clone(),
             audit: sink.clone(),
-            on_stop: Some(Arc::new(move |reason| stop.stop(format!("{reason:?}")))),
+            on_stop: Some(Arc::new(move |reason| stop.stop(stop_reason(&reason)))),
             ..runproof_net::GatewayConfig::new(writer.clone())
         })
         .map_err(|e| format!("gateway: {e}"))?;
