@@ -68,14 +68,15 @@ through the egress proxy and model APIs through the metered gateway on
 127.0.0.1:4000 (OPENAI_BASE_URL, ANTHROPIC_BASE_URL). The gateway forwards
 with runproof's own OPENAI_API_KEY / ANTHROPIC_API_KEY, which stay on the
 host; without one it has no upstream and refuses model calls. A run that
-repeats the same model call is stopped as a runaway loop. --allow RULE widens
+repeats the same model call (6 near-identical calls among its last 20) is
+stopped as a runaway loop. --allow RULE widens
 the proxy for every agent (allow in the suite for one agent; !RULE denies);
 the report says which network each run had. Every run is metered (compute,
 and model calls when there is an upstream) in the ledger (default
 ~/.local/share/runproof/ledger.db; see runproof cost).
 
 Writes OUT/<agent>/<instance>/{workspace,layer,audit.jsonl,agent.log,
-patch.diff,verify/,audit_report.json}, OUT/scoreboard.json,
+patch.diff,verify/,audit_report.json,cost.txt}, OUT/scoreboard.json,
 OUT/scoreboard.txt and OUT/report.html (self-contained: open it from disk).
 An OUT written by an earlier bench run is replaced.
 
@@ -114,8 +115,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 600.0, value_name = "SECS")]
     timeout: f64,
     /// Spending cap in USD for each agent run (a suite's budget wins): the
-    /// run is stopped when its model calls and compute reach it. Needs
-    /// OPENAI_API_KEY or ANTHROPIC_API_KEY in runproof's environment.
+    /// run is stopped when its model calls spend it (compute is added when
+    /// the run ends). Needs OPENAI_API_KEY or ANTHROPIC_API_KEY in
+    /// runproof's environment.
     #[arg(long, value_name = "USD")]
     budget: Option<f64>,
     /// Upstream for OpenAI-compatible calls through the gateway.

@@ -497,7 +497,7 @@ impl Scoreboard {
         }
         o.push_str(
             "(clean%: resolved without retrieval, probes, gaming or security flags; \
-             refused: runs whose retrieval attempt the proxy refused)\n\n",
+             refused: runs whose retrieval attempt the proxy refused; time: the agent's runs added up)\n\n",
         );
         let tw = self
             .tasks
@@ -571,7 +571,7 @@ impl Scoreboard {
              <th>resolved, clean</th><th>resolved, retrieved</th><th>resolved, suspicious</th>\
              <th>unresolved</th><th>infrastructure</th><th>resolve rate</th><th>clean rate</th>\
              <th>gaming</th><th>security</th><th>stopped by gateway</th><th>retrieval refused</th>\
-             <th>cost</th><th>per clean fix</th><th>time</th><th>network</th></tr>\n",
+             <th>cost</th><th>per clean fix</th><th>run time (sum)</th><th>network</th></tr>\n",
         );
         for s in &sums {
             let (all, clean) = s.rates();

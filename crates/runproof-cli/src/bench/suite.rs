@@ -96,7 +96,14 @@ pub fn parse_template(
             && p.is_file()
             && let Ok(abs) = p.canonicalize()
         {
-            template.push(abs.to_string_lossy().into_owned());
+            // Relative names become absolute (the agent starts in the
+            // workspace); absolute ones stay as written, so a program that
+            // looks at its own name (a multi-call binary) still sees it.
+            if Path::new(w).is_absolute() {
+                template.push(w.to_string());
+            } else {
+                template.push(abs.to_string_lossy().into_owned());
+            }
             if !files.contains(&abs) {
                 files.push(abs);
             }
@@ -357,9 +364,16 @@ mod tests {
     fn files_in_a_command_are_made_absolute_against_the_base() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("agent.sh"), "true").unwrap();
+        std::os::unix::fs::symlink("agent.sh", dir.path().join("link")).unwrap();
         let (t, files) = parse_template("sh agent.sh {workspace}", dir.path(), "t").unwrap();
         let abs = dir.path().canonicalize().unwrap().join("agent.sh");
         assert_eq!(t[1], abs.to_string_lossy());
+        assert_eq!(files, std::slice::from_ref(&abs));
+        // An absolute name is kept as written; its target is made visible.
+        let link = dir.path().join("link");
+        let cmd = format!("{} {{workspace}}", link.display());
+        let (t, files) = parse_template(&cmd, Path::new("/"), "t").unwrap();
+        assert_eq!(t[0], link.to_string_lossy());
         assert_eq!(files, [abs]);
     }
 
