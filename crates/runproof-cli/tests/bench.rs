@@ -488,8 +488,8 @@ fn bad_input_is_refused_with_exit_2() {
     for (args, want) in [
         (vec!["--agent", "sh agent {task_file}"], "{workspace}"),
         (
-            vec!["--agent", &*agent("reasoner"), "--budget", "5"],
-            "gateway",
+            vec!["--agent", &*agent("reasoner"), "--budget", "0"],
+            "--budget 0 is not a positive amount",
         ),
         (
             vec!["--agent", &*agent("reasoner"), "--instance", "nope"],
