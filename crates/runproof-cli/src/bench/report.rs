@@ -457,7 +457,7 @@ impl Scoreboard {
             .unwrap_or(5)
             .max(5);
         o.push_str(&format!(
-            "{:<w$}  {:>5} {:>9} {:>10} {:>10} {:>5}  {:>6} {:>6}  {:>6} {:>8} {:>7} {:>9}  {:>9} {:>9} {:>8}\n",
+            "{:<w$}  {:>5} {:>9} {:>10} {:>10} {:>5}  {:>6} {:>6}  {:>6} {:>8} {:>7} {:>9}  {:>10} {:>10} {:>8}\n",
             "agent",
             "clean",
             "retrieved",
@@ -477,7 +477,7 @@ impl Scoreboard {
         for s in self.summaries() {
             let (all, clean) = s.rates();
             o.push_str(&format!(
-                "{:<w$}  {:>5} {:>9} {:>10} {:>10} {:>5}  {:>6} {:>6}  {:>6} {:>8} {:>7} {:>9}  {:>9} {:>9} {:>7.1}s\n",
+                "{:<w$}  {:>5} {:>9} {:>10} {:>10} {:>5}  {:>6} {:>6}  {:>6} {:>8} {:>7} {:>9}  {:>10} {:>10} {:>7.1}s\n",
                 one_line(&s.info.name, 24),
                 s.count("resolved_clean"),
                 s.count("resolved_retrieved"),
