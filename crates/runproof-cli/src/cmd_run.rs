@@ -1,5 +1,6 @@
 //! `runproof run` and `runproof doctor`.
 
+use crate::config::{Config, KeySource, Provider};
 use clap::{Args, ValueEnum};
 use runproof_sandbox::audit::{AuditLog, Event};
 use runproof_sandbox::policy::NetworkMode;
@@ -26,13 +27,6 @@ pub enum NetArg {
 pub const PROXY_PORT: u16 = 3128;
 /// Port of the LLM gateway inside the sandbox.
 pub const GATEWAY_PORT: u16 = 4000;
-
-/// Compute prices used for budgets: about $0.049 per vCPU-hour and $0.0054
-/// per GiB-hour, in line with on-demand cloud prices.
-const COMPUTE: runproof_ledger::ComputePrice = runproof_ledger::ComputePrice {
-    usd_per_cpu_second: 0.0000135,
-    usd_per_gib_second: 0.0000015,
-};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -90,27 +84,43 @@ pub struct RunArgs {
     #[arg(long = "allow-address", value_name = "IP")]
     allow_address: Vec<std::net::IpAddr>,
     /// Serve the metered LLM gateway inside the sandbox: OPENAI_BASE_URL and
-    /// ANTHROPIC_BASE_URL point at it, and it adds the API keys (taken from
-    /// runproof's own OPENAI_API_KEY / ANTHROPIC_API_KEY) on the host side.
+    /// ANTHROPIC_BASE_URL point at it, and it adds the API keys on the host
+    /// side (from runproof's own OPENAI_API_KEY / ANTHROPIC_API_KEY, or the
+    /// key_env / key_file of the config). The config's budget_usd applies.
     #[arg(long)]
     gateway: bool,
-    /// Upstream for OpenAI-compatible calls through the gateway.
-    #[arg(long, value_name = "URL", default_value = "https://api.openai.com")]
-    openai_base: String,
-    /// Upstream for Anthropic calls through the gateway.
-    #[arg(long, value_name = "URL", default_value = "https://api.anthropic.com")]
-    anthropic_base: String,
-    /// Budget in USD for model calls through the gateway (implies --gateway)
-    /// and the run's compute; the run is stopped when it is spent (exit 124).
+    /// Upstream for OpenAI-compatible calls through the gateway (default:
+    /// openai.base_url from the config, else https://api.openai.com).
+    #[arg(long, value_name = "URL")]
+    openai_base: Option<String>,
+    /// Upstream for Anthropic calls through the gateway (default:
+    /// anthropic.base_url from the config, else https://api.anthropic.com).
+    #[arg(long, value_name = "URL")]
+    anthropic_base: Option<String>,
+    /// Budget in USD for the run (implies --gateway): model calls through the
+    /// gateway plus the run's compute (CPU-seconds and memory, metered live
+    /// at the config's [compute] prices). The run is stopped when it is
+    /// spent (exit 124), also when it makes no model call.
     #[arg(long, value_name = "USD")]
     budget: Option<f64>,
     /// Model prices in LiteLLM's model_prices_and_context_window.json format,
-    /// on top of the bundled table.
+    /// on top of the bundled table (default: prices from the config).
     #[arg(long, value_name = "FILE")]
     prices: Option<PathBuf>,
-    /// Ledger database (default: ~/.local/share/runproof/ledger.db).
+    /// Ledger database (default: ledger from the config, else
+    /// ~/.local/share/runproof/ledger.db).
     #[arg(long, value_name = "FILE")]
     ledger: Option<PathBuf>,
+    /// Record this metered run in the ledger as an attempt at task ID (a
+    /// SWE-bench instance_id), so `runproof cost --by task` and the verdicts
+    /// of `runproof eval` are joined to it.
+    #[arg(long, value_name = "ID")]
+    task: Option<String>,
+    /// Record this metered run in the ledger as agent NAME (the
+    /// model_name_or_path its predictions carry), so `runproof eval`'s
+    /// verdicts on NAME's patch for --task are joined to it.
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
     /// Summary format printed on stderr when the run ends (json: the exit event).
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -172,13 +182,47 @@ fn policy_from(args: &RunArgs) -> Result<Policy, SandboxError> {
     Ok(p)
 }
 
-pub fn run(args: RunArgs) -> ExitCode {
+pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
     let policy = match policy_from(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("runproof: {e}");
             return ExitCode::from(2);
         }
+    };
+    let metered = args.gateway || args.budget.is_some();
+    if !metered && (args.task.is_some() || args.agent.is_some()) {
+        eprintln!(
+            "runproof: --task and --agent label a metered run in the ledger; add --gateway or --budget USD"
+        );
+        return ExitCode::from(2);
+    }
+    let gateway = if metered {
+        let setup = Config::load(config).and_then(|cfg| {
+            GatewaySetup::resolve(
+                &cfg,
+                &GatewayFlags {
+                    openai_base: args.openai_base.as_deref(),
+                    anthropic_base: args.anthropic_base.as_deref(),
+                    budget: args.budget,
+                    prices: args.prices.as_deref(),
+                    ledger: args.ledger.as_deref(),
+                },
+            )
+        });
+        match setup {
+            Ok(mut g) => {
+                g.task = args.task.clone();
+                g.agent = args.agent.clone();
+                Some(g)
+            }
+            Err(e) => {
+                eprintln!("runproof: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
     };
     if let Some(code) = prerun_scan(&policy, args.trust) {
         return code;
@@ -192,7 +236,12 @@ pub fn run(args: RunArgs) -> ExitCode {
         eprintln!("runproof: --allow needs --net proxy (the default network is loopback only)");
         return ExitCode::from(2);
     }
-    let metering = match attach_network(&mut spec, &NetSetup::from_args(&args), gate.clone()) {
+    let setup = NetSetup {
+        audit: args.audit.as_deref(),
+        allow_address: &args.allow_address,
+        gateway,
+    };
+    let metering = match attach_network(&mut spec, &setup, gate.clone()) {
         Ok(m) => m,
         Err(msg) => {
             eprintln!("runproof: {msg}");
@@ -240,7 +289,7 @@ pub fn run(args: RunArgs) -> ExitCode {
                 }
             }
             if let Some(why) = &out.exit.stopped {
-                eprintln!("runproof: stopped ({why}); the sandbox was killed");
+                eprintln!("runproof: stopped: {why}; the sandbox was killed");
             } else if out.exit.timed_out {
                 eprintln!(
                     "runproof: timed out after {:.1}s; the sandbox was killed",
@@ -277,6 +326,12 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+/// A label from the command line or a task file, safe to print on a
+/// terminal: control characters dropped, at most `max` characters.
+pub(crate) fn printable(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
 fn human(b: u64) -> String {
     if b >= 1 << 30 {
         format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
@@ -291,16 +346,24 @@ pub struct DoctorArgs {
     format: Format,
 }
 
-pub fn doctor(args: DoctorArgs) -> ExitCode {
+pub fn doctor(args: DoctorArgs, config: Option<&Path>) -> ExitCode {
     let layers = runproof_sandbox::doctor();
+    let cfg = Config::load(config);
     let ok = !layers.iter().any(|l| {
         l.state == LayerState::Unavailable
             && (l.layer == "user namespace" || l.layer == "namespaces")
     });
     if args.format == Format::Json {
+        let c = match &cfg {
+            Ok(c) => serde_json::json!({
+                "file": c.file.as_ref().map(|f| f.0.display().to_string()),
+                "detail": c.describe_file(),
+            }),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
         println!(
             "{}",
-            serde_json::json!({ "layers": layers, "sandbox_usable": ok })
+            serde_json::json!({ "layers": layers, "sandbox_usable": ok, "config": c })
         );
     } else {
         for l in &layers {
@@ -311,6 +374,15 @@ pub fn doctor(args: DoctorArgs) -> ExitCode {
                 LayerState::Off => "off ",
             };
             println!("[{mark}] {:<15} {}", l.layer, l.detail);
+        }
+        match &cfg {
+            Ok(c) => println!(
+                "[{}] {:<15} {} (`runproof config` shows every setting)",
+                if c.file.is_some() { "ok  " } else { "off " },
+                "config",
+                c.describe_file()
+            ),
+            Err(e) => println!("[NO  ] {:<15} {e}", "config"),
         }
         println!(
             "{}",
@@ -386,24 +458,118 @@ impl runproof_net::AuditSink for ProxyAudit {
     }
 }
 
+/// Ends a metered run, whoever decides it (the gateway, the compute meter):
+/// the message goes to the sandbox (`exit.stopped` in the audit log, the
+/// `stopped:` line on stderr) and the reason's name ([`stop_reason`]) is
+/// kept for the caller (bench's `stopped`). The first stop wins for both.
+struct RunStop {
+    signal: Arc<runproof_sandbox::StopSignal>,
+    name: Mutex<Option<&'static str>>,
+}
+
+impl RunStop {
+    fn stop(&self, reason: &runproof_net::StopReason, message: impl Into<String>) {
+        let mut name = self.name.lock().unwrap_or_else(|e| e.into_inner());
+        if name.is_none() {
+            *name = Some(stop_reason(reason));
+            self.signal.stop(message);
+        }
+    }
+}
+
+/// Compute of one run, charged against its budget as it accrues.
+struct ComputeMeter {
+    price: runproof_ledger::ComputePrice,
+    budget: Arc<runproof_ledger::Budget>,
+    stop: Arc<RunStop>,
+    last: Option<std::time::Instant>,
+    /// CPU-seconds so far (from the cgroup).
+    cpu_s: f64,
+    /// GiB-seconds so far: the memory high-water mark, per second.
+    gib_s: f64,
+    /// USD already charged to the budget.
+    charged: f64,
+    /// True once the cgroup gave a figure (the run is metered live).
+    live: bool,
+}
+
+impl ComputeMeter {
+    /// One supervisor tick: accrue, charge the difference, stop the run when
+    /// tokens and compute together have spent the budget.
+    fn tick(&mut self, stats: &runproof_sandbox::cgroup::Stats) {
+        let now = std::time::Instant::now();
+        let dt = self.last.map_or(0.0, |l| (now - l).as_secs_f64());
+        self.last = Some(now);
+        if let Some(ns) = stats.cpu_ns {
+            self.cpu_s = self.cpu_s.max(ns as f64 / 1e9);
+            self.live = true;
+        }
+        if let Some(peak) = stats.peak_memory {
+            self.gib_s += peak as f64 / (1u64 << 30) as f64 * dt;
+            self.live = true;
+        }
+        self.charge_to(self.price.cost(self.cpu_s, self.gib_s));
+        if self.budget.is_exhausted() {
+            let st = self.budget.status();
+            self.stop.stop(
+                &runproof_net::StopReason::BudgetExhausted,
+                format!(
+                    "budget exhausted: ${:.4} of ${:.4} spent, compute ${:.4} of it ({:.1} CPU-seconds)",
+                    st.spent,
+                    st.limit.unwrap_or(0.0),
+                    self.charged,
+                    self.cpu_s
+                ),
+            );
+        }
+    }
+
+    /// Charge up to `cost` in total (never less than already charged).
+    fn charge_to(&mut self, cost: f64) {
+        if cost > self.charged {
+            self.budget.charge(cost - self.charged);
+            self.charged = cost;
+        }
+    }
+}
+
 /// The gateway's bookkeeping for one run.
 pub(crate) struct Metering {
     run_id: String,
+    task: Option<String>,
+    agent: Option<String>,
     ledger_path: PathBuf,
     writer: runproof_ledger::LedgerWriter,
     budget: Arc<runproof_ledger::Budget>,
+    compute: Arc<Mutex<ComputeMeter>>,
+    stop: Arc<RunStop>,
 }
 
 impl Metering {
-    /// Charge the run's compute, close the run in the ledger, report spend.
     /// Record whether the run's patch was verified, for `runproof cost`'s
     /// cost per verified fix.
-    pub(crate) fn record_verdict(&self, task: &str, verified: bool) {
-        let res = runproof_ledger::Ledger::open(&self.ledger_path)
-            .and_then(|l| l.record_verdict(&self.run_id, Some(task), verified));
+    pub(crate) fn record_verdict(&self, task: &str, outcome: &str, verified: bool) {
+        let v = runproof_ledger::VerdictRecord {
+            key: format!("run:{}", self.run_id),
+            run_id: Some(self.run_id.clone()),
+            task: Some(task.to_string()),
+            agent: self.agent.clone(),
+            source: "bench".into(),
+            outcome: outcome.into(),
+            verified,
+            ts_ms: runproof_ledger::time::unix_ms(),
+        };
+        let res =
+            runproof_ledger::Ledger::open(&self.ledger_path).and_then(|l| l.record_verdict(&v));
         if let Err(e) = res {
             eprintln!("runproof: could not record the verdict in the ledger: {e}");
         }
+    }
+
+    /// Why the run was stopped, by name (`budget_exhausted`,
+    /// `runaway_loop`), when runproof stopped it.
+    pub(crate) fn stop_reason(&self) -> Option<&'static str> {
+        *self.stop.name.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Spent so far: model calls, plus compute once `finish` ran.
@@ -411,13 +577,28 @@ impl Metering {
         self.budget.status().spent
     }
 
-    /// Returns the one-line summary of what the run spent.
+    /// Charge the run's compute (what the live meter has not charged yet)
+    /// and close the run in the ledger. Returns the one-line summary of what
+    /// the run spent, for the caller to print or keep.
     pub(crate) fn finish(&self, out: &runproof_sandbox::RunOutcome) -> String {
         let x = &out.exit;
-        let cpu = x.user_cpu_s + x.system_cpu_s;
-        let mem_gib_s = x.peak_memory_bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64 * x.wall_s;
-        let cost = COMPUTE.cost(cpu, mem_gib_s);
-        self.budget.charge(cost);
+        let mut m = self.compute.lock().unwrap_or_else(|e| e.into_inner());
+        // The live figures, or rusage and the peak when there were none (or
+        // they are behind the final ones: the last tick was up to 200 ms ago).
+        let cpu = m.cpu_s.max(x.user_cpu_s + x.system_cpu_s);
+        let mem_gib_s = m
+            .gib_s
+            .max(x.peak_memory_bytes.unwrap_or(0) as f64 / (1u64 << 30) as f64 * x.wall_s);
+        let price = m.price;
+        m.charge_to(price.cost(cpu, mem_gib_s));
+        let cost = m.charged;
+        let live = m.live;
+        drop(m);
+        if !live && self.budget.limit().is_some() {
+            eprintln!(
+                "runproof: compute was charged when the run ended, not live: no cgroup CPU accounting here (see the accounting layer with --verbose)"
+            );
+        }
         let _ = self.writer.flush();
         let now = runproof_ledger::time::unix_ms();
         let status = if x.stopped.is_some() {
@@ -447,15 +628,21 @@ impl Metering {
         }
         let st = self.budget.status();
         format!(
-            "run {} spent ${:.4} (compute ${cost:.4}){}",
+            "run {}{} spent ${:.4} (compute ${cost:.4}, {cpu:.1} CPU-seconds){}",
             self.run_id,
+            self.task
+                .as_deref()
+                .map(|t| format!(" (task {})", printable(t, 200)))
+                .unwrap_or_default(),
             st.spent,
             st.limit.map(|l| format!(" of ${l:.2}")).unwrap_or_default()
         )
     }
 }
 
-/// The name a gateway stop is recorded under (`exit.stopped` in the audit log).
+/// The name a stop is reported under ([`Metering::stop_reason`]; bench's
+/// `stopped` in the scoreboard). The audit log's `exit.stopped` holds the
+/// message, which says the same in words.
 pub(crate) fn stop_reason(r: &runproof_net::StopReason) -> &'static str {
     match r {
         runproof_net::StopReason::BudgetExhausted => "budget_exhausted",
@@ -470,38 +657,92 @@ pub(crate) struct NetSetup<'a> {
     /// Private addresses the proxy may connect to (`--allow-address`).
     pub allow_address: &'a [std::net::IpAddr],
     /// Serve the metered gateway too.
-    pub gateway: Option<GatewaySetup<'a>>,
+    pub gateway: Option<GatewaySetup>,
 }
 
-pub(crate) struct GatewaySetup<'a> {
-    /// Refuse to start without an API key on the host (`run --gateway`).
-    /// Without it the gateway serves with no upstream: every model call is
-    /// refused (and still audited and loop-checked), compute is metered.
+/// The metered gateway's settings for one run, flags over the config file.
+#[derive(Clone, Debug)]
+pub(crate) struct GatewaySetup {
+    /// Refuse to start without an API key on the host (`run --gateway`,
+    /// the default of `resolve`). Without it the gateway serves with no
+    /// upstream: every model call is refused (and still audited and
+    /// loop-checked), compute is metered (`bench`).
     pub require_upstream: bool,
-    /// The task the run works on, for the ledger.
-    pub task: Option<&'a str>,
-    pub openai_base: &'a str,
-    pub anthropic_base: &'a str,
+    pub openai_base: String,
+    pub anthropic_base: String,
+    pub openai_key: KeySource,
+    pub anthropic_key: KeySource,
+    pub budget: Option<f64>,
+    pub prices: Option<PathBuf>,
+    pub ledger: PathBuf,
+    pub compute: runproof_ledger::ComputePrice,
+    pub loops: runproof_net::LoopPolicy,
+    /// Ledger labels of the run (task instance id, agent name).
+    pub task: Option<String>,
+    pub agent: Option<String>,
+}
+
+/// The gateway flags a command was given.
+pub(crate) struct GatewayFlags<'a> {
+    pub openai_base: Option<&'a str>,
+    pub anthropic_base: Option<&'a str>,
     pub budget: Option<f64>,
     pub prices: Option<&'a Path>,
     pub ledger: Option<&'a Path>,
 }
 
-impl<'a> NetSetup<'a> {
-    fn from_args(args: &'a RunArgs) -> Self {
-        NetSetup {
-            audit: args.audit.as_deref(),
-            allow_address: &args.allow_address,
-            gateway: (args.gateway || args.budget.is_some()).then(|| GatewaySetup {
-                require_upstream: true,
-                task: None,
-                openai_base: &args.openai_base,
-                anthropic_base: &args.anthropic_base,
-                budget: args.budget,
-                prices: args.prices.as_deref(),
-                ledger: args.ledger.as_deref(),
-            }),
+impl GatewaySetup {
+    pub(crate) fn resolve(cfg: &Config, f: &GatewayFlags) -> Result<GatewaySetup, String> {
+        if let Some(b) = f.budget
+            && !(b.is_finite() && b > 0.0)
+        {
+            return Err(format!("--budget {b} is not a positive amount of USD"));
         }
+        Ok(GatewaySetup {
+            require_upstream: true,
+            openai_base: cfg.base_url(Provider::OpenAi, f.openai_base).0,
+            anthropic_base: cfg.base_url(Provider::Anthropic, f.anthropic_base).0,
+            openai_key: cfg.key(Provider::OpenAi).0,
+            anthropic_key: cfg.key(Provider::Anthropic).0,
+            budget: cfg.budget(f.budget).0,
+            prices: cfg.prices(f.prices).0,
+            ledger: cfg.ledger(f.ledger)?.0,
+            compute: cfg.compute().0,
+            loops: cfg.loops().0,
+            task: None,
+            agent: None,
+        })
+    }
+
+    /// The upstreams, with their keys read now. An error when a configured
+    /// key file cannot be read, or when there is no key at all and the
+    /// setup requires an upstream (`require_upstream`); without that
+    /// requirement no key means no upstream (both `None`).
+    pub(crate) fn upstreams(
+        &self,
+    ) -> Result<
+        (
+            Option<runproof_net::Upstream>,
+            Option<runproof_net::Upstream>,
+        ),
+        String,
+    > {
+        let up = |base: &str, key: &KeySource| -> Result<_, String> {
+            Ok(key.read()?.map(|api_key| runproof_net::Upstream {
+                base_url: base.to_string(),
+                api_key,
+            }))
+        };
+        let openai = up(&self.openai_base, &self.openai_key)?;
+        let anthropic = up(&self.anthropic_base, &self.anthropic_key)?;
+        if self.require_upstream && openai.is_none() && anthropic.is_none() {
+            return Err(format!(
+                "the metered gateway needs an API key: set {} or {} in runproof's environment, or key_env / key_file in the config (the keys stay on the host; the sandbox never sees them)",
+                self.openai_key.name(),
+                self.anthropic_key.name()
+            ));
+        }
+        Ok((openai, anthropic))
     }
 }
 
@@ -541,31 +782,10 @@ pub(crate) fn attach_network(
 
     let mut metering = None;
     let gateway = if let Some(gw) = &setup.gateway {
-        if let Some(b) = gw.budget {
-            if !(b.is_finite() && b > 0.0) {
-                return Err(format!("--budget {b} is not a positive amount of USD"));
-            }
-        }
-        let up = |base: &str, var: &str| {
-            std::env::var(var)
-                .ok()
-                .filter(|k| !k.is_empty())
-                .map(|api_key| runproof_net::Upstream {
-                    base_url: base.to_string(),
-                    api_key,
-                })
-        };
-        let openai = up(gw.openai_base, "OPENAI_API_KEY");
-        let anthropic = up(gw.anthropic_base, "ANTHROPIC_API_KEY");
-        if gw.require_upstream && openai.is_none() && anthropic.is_none() {
-            return Err("--gateway needs OPENAI_API_KEY or ANTHROPIC_API_KEY in runproof's environment (the keys stay on the host; the sandbox never sees them)".into());
-        }
-        let prices =
-            runproof_ledger::PriceTable::bundled_with_file(gw.prices).map_err(|e| e.to_string())?;
-        let ledger_path = match gw.ledger {
-            Some(p) => p.to_path_buf(),
-            None => runproof_ledger::default_path().map_err(|e| e.to_string())?,
-        };
+        let (openai, anthropic) = gw.upstreams()?;
+        let prices = runproof_ledger::PriceTable::bundled_with_file(gw.prices.as_deref())
+            .map_err(|e| e.to_string())?;
+        let ledger_path = gw.ledger.clone();
         let ledger = runproof_ledger::Ledger::open(&ledger_path)
             .map_err(|e| format!("ledger {}: {e}", ledger_path.display()))?;
         // Unique within the process too: bench starts runs in parallel.
@@ -579,15 +799,55 @@ pub(crate) fn attach_network(
         ledger
             .start_run(&runproof_ledger::RunRecord {
                 id: run_id.clone(),
-                task: gw.task.map(str::to_string),
+                task: gw.task.clone(),
+                agent: gw.agent.clone(),
                 started_ms: runproof_ledger::time::unix_ms(),
                 budget_usd: gw.budget,
             })
             .map_err(|e| format!("ledger {}: {e}", ledger_path.display()))?;
         let writer = runproof_ledger::LedgerWriter::spawn(ledger);
         let budget = runproof_ledger::Budget::new(gw.budget);
-        let stop = Arc::new(runproof_sandbox::StopSignal::default());
-        spec.stop = Some(stop.clone());
+        let signal = Arc::new(runproof_sandbox::StopSignal::default());
+        spec.stop = Some(signal.clone());
+        let stop = Arc::new(RunStop {
+            signal,
+            name: Mutex::new(None),
+        });
+        let compute = Arc::new(Mutex::new(ComputeMeter {
+            price: gw.compute,
+            budget: budget.clone(),
+            stop: stop.clone(),
+            last: None,
+            cpu_s: 0.0,
+            gib_s: 0.0,
+            charged: 0.0,
+            live: false,
+        }));
+        let meter = compute.clone();
+        spec.on_tick = Some(Box::new(move |stats| {
+            meter.lock().unwrap_or_else(|e| e.into_inner()).tick(stats);
+        }));
+        let (b, stop_loops, run_stop) = (budget.clone(), gw.loops.stop, stop.clone());
+        let on_stop = move |reason: runproof_net::StopReason| match reason {
+            runproof_net::StopReason::BudgetExhausted => {
+                let st = b.status();
+                run_stop.stop(
+                    &reason,
+                    format!(
+                        "budget exhausted: ${:.4} of ${:.4} spent (model calls and compute)",
+                        st.spent,
+                        st.limit.unwrap_or(0.0)
+                    ),
+                );
+            }
+            runproof_net::StopReason::RunawayLoop if stop_loops => {
+                run_stop.stop(
+                    &reason,
+                    "runaway loop: near-identical model requests repeated (the loop policy says stop)",
+                );
+            }
+            runproof_net::StopReason::RunawayLoop => {}
+        };
         let g = runproof_net::Gateway::new(runproof_net::GatewayConfig {
             openai,
             anthropic,
@@ -595,16 +855,21 @@ pub(crate) fn attach_network(
             prices: Arc::new(prices),
             budget: budget.clone(),
             audit: sink.clone(),
-            on_stop: Some(Arc::new(move |reason| stop.stop(stop_reason(&reason)))),
+            loops: gw.loops,
+            on_stop: Some(Arc::new(on_stop)),
             ..runproof_net::GatewayConfig::new(writer.clone())
         })
         .map_err(|e| format!("gateway: {e}"))?;
         spec.listen_ports.push(GATEWAY_PORT);
         metering = Some(Metering {
             run_id,
+            task: gw.task.clone(),
+            agent: gw.agent.clone(),
             ledger_path,
             writer,
             budget,
+            compute,
+            stop,
         });
         Some(g)
     } else {

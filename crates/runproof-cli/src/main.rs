@@ -4,7 +4,9 @@ mod bench;
 mod cmd_demo;
 mod cmd_run;
 mod cmd_scan;
+mod config;
 mod overlay_cmd;
+mod verdicts;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -12,7 +14,9 @@ use std::process::ExitCode;
 const EXIT_CODES: &str = "\
 Exit status of `runproof run`:
   N      the command's own exit status
-  124    the --timeout passed and the command was killed
+  2      bad flags, policy file or configuration file; the command did not run
+  124    the --timeout passed, the budget was spent (tokens and compute), or a
+         runaway loop was flagged with loop.stop; the command was killed
   125    the sandbox could not be set up, or the pre-run scan found high or
          critical issues (see --trust); the command did not run
   126    the command was found but could not be executed
@@ -30,6 +34,11 @@ Other commands: 0 success, 1 failure found (scan, verify), 2 usage or input erro
     after_help = EXIT_CODES
 )]
 struct Cli {
+    /// Settings file (gateway upstreams and keys, prices, compute prices,
+    /// budget, loop policy, ledger, hourly rate). Default: $RUNPROOF_CONFIG,
+    /// else ~/.config/runproof/runproof.toml; never a file in the project.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,9 +65,11 @@ enum Command {
     /// (exit 0 clean, 1 retrieved, 3 suspicious, 2 error)
     Audit(runproof_integrity::cli::AuditArgs),
     /// Grade one patch against one task (exit 0 resolved, 1 not resolved, 3 infrastructure failure).
-    Verify(runproof_task::cli::VerifyArgs),
+    #[command(after_help = verdicts::VERIFY_HELP)]
+    Verify(verdicts::VerifyCmd),
     /// Grade SWE-bench predictions in parallel, resumable (exit 0 when every instance was graded).
-    Eval(runproof_task::cli::EvalArgs),
+    #[command(after_help = verdicts::EVAL_HELP)]
+    Eval(verdicts::EvalCmd),
     /// Run agents over a task suite and compare them: sandboxed, verified, audited for retrieval,
     /// metered; scoreboard and HTML report.
     #[command(after_help = bench::BENCH_HELP)]
@@ -71,22 +82,38 @@ enum Command {
     /// Exit status: 0 when no finding reaches --fail-on, 1 when one does,
     /// 2 on a usage or I/O error.
     Scan(cmd_scan::ScanArgs),
-    /// Report model and compute cost from the ledger
+    /// Report model and compute cost from the ledger, and cost per verified fix
     Cost(runproof_ledger::cli::CostArgs),
+    /// Show the settings in effect, where each comes from (flag, file,
+    /// default) and which configuration file applied.
+    #[command(after_help = config::CONFIG_HELP)]
+    Config(ConfigArgs),
     /// Run the egress proxy on loopback (HTTP CONNECT, plain HTTP, SOCKS5)
     Proxy(runproof_net::cli::ProxyArgs),
     /// Run the metered LLM gateway on loopback
     Gateway(runproof_net::cli::GatewayArgs),
 }
 
+#[derive(clap::Args)]
+struct ConfigArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    format: cmd_run::Format,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config.as_deref();
     match cli.command {
-        Command::Run(args) => cmd_run::run(*args),
-        Command::Doctor(args) => cmd_run::doctor(args),
+        Command::Run(args) => cmd_run::run(*args, config),
+        Command::Doctor(args) => cmd_run::doctor(args, config),
         Command::Demo => cmd_demo::demo(),
         Command::Scan(args) => cmd_scan::run(args),
-        Command::Cost(a) => match runproof_ledger::cli::run_cost(&a) {
+        Command::Config(a) => show_config(&a, config),
+        Command::Cost(mut a) => match config::Config::load(config).and_then(|c| {
+            a.ledger = Some(c.ledger(a.ledger.as_deref())?.0);
+            a.hourly_rate = c.hourly_rate(a.hourly_rate).0;
+            runproof_ledger::cli::run_cost(&a).map_err(|e| e.to_string())
+        }) {
             Ok(out) => {
                 print!("{out}");
                 ExitCode::SUCCESS
@@ -103,7 +130,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Gateway(a) => match runproof_net::cli::run_gateway(&a) {
+        Command::Gateway(mut a) => match config::Config::load(config)
+            .map(|c| apply_gateway_config(&c, &mut a))
+            .and_then(|()| runproof_net::cli::run_gateway(&a).map_err(|e| e.to_string()))
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("runproof gateway: {e}");
@@ -120,11 +150,84 @@ fn main() -> ExitCode {
             &args,
             &mut std::io::stdout().lock(),
         )),
-        Command::Verify(a) => exit(runproof_task::cli::verify(&a, task_runner())),
-        Command::Eval(a) => exit(runproof_task::cli::eval(&a, task_runner())),
-        Command::Bench(a) => bench::run(*a),
+        Command::Verify(a) => exit(verdicts::verify(&a, config, task_runner())),
+        Command::Eval(a) => exit(verdicts::eval(&a, config, task_runner())),
+        Command::Bench(a) => bench::run(*a, config),
         Command::Task(c) => exit(runproof_task::cli::task(&c, task_runner())),
     }
+}
+
+/// `runproof config`: every setting in effect and where it came from.
+fn show_config(a: &ConfigArgs, flag: Option<&std::path::Path>) -> ExitCode {
+    let cfg = match config::Config::load(flag) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("runproof config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = cfg.effective();
+    if a.format == cmd_run::Format::Json {
+        let rows: Vec<_> = settings
+            .iter()
+            .map(|(k, v, s)| serde_json::json!({ "key": k, "value": v, "source": s }))
+            .collect();
+        let v = serde_json::json!({
+            "file": cfg.file.as_ref().map(|f| f.0.display().to_string()),
+            "file_origin": cfg.file.as_ref().map(|f| f.1),
+            "detail": cfg.describe_file(),
+            "settings": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("config file: {}", cfg.describe_file());
+        println!("(a runproof.toml in a project or the current directory is never read)");
+        for (k, v, s) in &settings {
+            println!(
+                "{k:<28} {:<8} {}",
+                s.to_string(),
+                cmd_run::printable(v, 300)
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `runproof gateway`: the config fills what the flags leave unset.
+fn apply_gateway_config(c: &config::Config, a: &mut runproof_net::cli::GatewayArgs) {
+    use config::{KeySource, Provider};
+    for (p, base, env, file) in [
+        (
+            Provider::OpenAi,
+            &mut a.openai_base,
+            &mut a.openai_key_env,
+            &mut a.openai_key_file,
+        ),
+        (
+            Provider::Anthropic,
+            &mut a.anthropic_base,
+            &mut a.anthropic_key_env,
+            &mut a.anthropic_key_file,
+        ),
+    ] {
+        if base.is_none() && c.has_base_url(p) {
+            *base = Some(c.base_url(p, None).0);
+        }
+        if env.is_none() && file.is_none() {
+            match c.key(p).0 {
+                KeySource::Env(v) => *env = Some(v),
+                KeySource::File(f) => *file = Some(f),
+            }
+        }
+    }
+    a.budget = c.budget(a.budget).0;
+    a.prices = c.prices(a.prices.as_deref()).0;
+    if a.ledger.is_none() {
+        a.ledger = c.ledger(None).ok().map(|l| l.0);
+    }
+    let (loops, _) = c.loops();
+    a.stop_on_loop |= loops.stop;
+    a.loop_policy = loops;
 }
 
 fn integrity(result: Result<u8, runproof_integrity::error::Error>) -> ExitCode {

@@ -1,7 +1,8 @@
 //! `runproof bench` end to end: the real binary, real sandboxes, the bundled
 //! example tasks and scripted agents. Each run has a deadline and is killed
 //! (with its process group) when it passes. The ledger goes to a private
-//! XDG_DATA_HOME unless a test names one.
+//! XDG_DATA_HOME unless a test names one; the config is read from a private
+//! XDG_CONFIG_HOME (none, unless a test passes --config).
 
 mod common;
 
@@ -42,8 +43,11 @@ fn bench(args: &[&str], envs: &[(&str, &str)]) -> Output {
 fn runproof(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> Output {
     let data = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runproof"));
+    // No runproof.toml of the host's: a private XDG_CONFIG_HOME (empty).
     cmd.args(args)
         .env("XDG_DATA_HOME", data.path())
+        .env("XDG_CONFIG_HOME", data.path().join("config"))
+        .env_remove("RUNPROOF_CONFIG")
         .current_dir(root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

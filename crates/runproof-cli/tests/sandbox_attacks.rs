@@ -214,6 +214,82 @@ EOF"#;
     assert!(n < 64, "pids limit not enforced: forked {n}");
 }
 
+/// Every sandboxed process starts inside the sandbox's own cgroup in each
+/// hierarchy that carries its limits (and in the v2 hierarchy, which
+/// tracks and kills, whenever one is mounted), and sees only its own
+/// cgroup as `/` through its cgroup namespace.
+#[test]
+fn sandboxed_processes_start_inside_their_cgroups() {
+    let ws = Ws::new();
+    let marker = unique("rp-cg");
+    let mut c = command(
+        ws.path(),
+        &["--memory", "256M", "--pids", "64", "--format", "json"],
+        &format!("cat /proc/self/cgroup; exec bash -c 'exec -a {marker} sleep 30'"),
+    );
+    c.stdout(std::process::Stdio::piped());
+    let g = spawn(c);
+    let sup = g.0.id();
+    assert!(
+        wait_until(Duration::from_secs(10), || !pids_with(&marker).is_empty()),
+        "sandboxed process never started"
+    );
+    let pid = pids_with(&marker)[0];
+    let host_view = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v2_mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(" - cgroup2 ");
+    let own = format!("/runproof-{sup}-");
+    let mut checked = Vec::new();
+    for line in host_view.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_, ctrls, path) = (it.next(), it.next().unwrap(), it.next().unwrap());
+        let limits = ctrls.split(',').any(|c| c == "memory" || c == "pids");
+        if limits || (ctrls.is_empty() && v2_mounted) {
+            let leaf = path.rsplit('/').next().unwrap();
+            assert!(
+                format!("/{leaf}").starts_with(&own),
+                "hierarchy {ctrls:?}: the sandboxed process is in {path}, not in runproof-{sup}-N\n{host_view}"
+            );
+            checked.push(if ctrls.is_empty() { "v2" } else { ctrls });
+        }
+    }
+    assert!(
+        checked.iter().any(|c| c.contains("memory") || *c == "v2")
+            && checked.iter().any(|c| c.contains("pids") || *c == "v2"),
+        "memory and pids hierarchies not found: {host_view}"
+    );
+    // SAFETY: end the sandboxed sleep; the run then finishes normally.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let out = finish(g, Duration::from_secs(30));
+    let inside = stdout(&out);
+    assert!(
+        inside.lines().all(|l| l.ends_with(":/")),
+        "the sandbox sees host cgroup paths: {inside}"
+    );
+    let line = stderr(&out)
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let cg = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "cgroup")
+        .unwrap();
+    let detail = cg["detail"].as_str().unwrap();
+    // Say which way each hierarchy was entered; on v2, without migrating.
+    if v2_mounted {
+        assert!(detail.contains("clone3(CLONE_INTO_CGROUP)"), "{detail}");
+    }
+    if checked.iter().any(|c| !c.is_empty() && *c != "v2") {
+        assert!(detail.contains("wrote itself to tasks"), "{detail}");
+    }
+}
+
 #[test]
 fn memory_bomb_is_killed_with_137() {
     let ws = Ws::new();

@@ -8,20 +8,25 @@ use crate::store::{Ledger, LedgerError, default_path};
 /// Report what model calls and compute cost, from the ledger.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CostArgs {
-    /// Ledger database (default: ~/.local/share/runproof/ledger.db).
+    /// Ledger database (default: ledger from the config, else
+    /// ~/.local/share/runproof/ledger.db).
     #[arg(long, value_name = "PATH")]
     pub ledger: Option<PathBuf>,
-    /// Only count requests since this time: an age (30m, 24h, 7d, 2w) or a
-    /// UTC date (2026-01-31) or date-time (2026-01-31T12:00Z).
+    /// Only count requests, compute and verdicts since this time: an age
+    /// (30m, 24h, 7d, 2w) or a UTC date (2026-01-31) or date-time
+    /// (2026-01-31T12:00Z).
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
-    /// Group rows by model, run or task.
-    #[arg(long, value_name = "KEY", default_value = "model", value_parser = ["model", "run", "task"])]
+    /// Group rows by model, run, task or agent. Each row shows its verified
+    /// fixes and cost per verified fix (verdicts from bench, verify and eval).
+    #[arg(long, value_name = "KEY", default_value = "model", value_parser = ["model", "run", "task", "agent"])]
     pub by: String,
     /// Output format.
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
-    /// A developer's hourly rate in USD, to compare the spend against.
+    /// A developer's hourly rate in USD, to compare the spend and the cost
+    /// per verified fix against (default: developer_hourly_rate_usd from
+    /// the config).
     #[arg(long, value_name = "USD")]
     pub hourly_rate: Option<f64>,
 }
@@ -34,6 +39,8 @@ pub enum CostError {
     Since(String),
     #[error("--by: {0}")]
     By(String),
+    #[error("--hourly-rate {0}: must be a positive amount of USD per hour, e.g. --hourly-rate 120")]
+    Rate(f64),
     #[error(
         "no ledger at {0}: nothing has been recorded yet (run something through the gateway, or pass --ledger PATH)"
     )]
@@ -56,6 +63,11 @@ pub fn run_cost(args: &CostArgs) -> Result<String, CostError> {
         None => None,
     };
     let by: GroupBy = args.by.parse().map_err(CostError::By)?;
+    if let Some(r) = args.hourly_rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(CostError::Rate(r));
+    }
     let ledger = Ledger::open(&path)?;
     let report = cost_report(
         &ledger,

@@ -85,6 +85,29 @@ const MIGRATIONS: &[&str] = &[
         verified INTEGER NOT NULL,
         ts_ms INTEGER NOT NULL
      );",
+    // 2: runs carry the agent's name; verdicts get an identity (`key`, so
+    // recording the same graded attempt twice keeps one row), the agent, the
+    // command that graded them and the outcome, and may name no run (an eval
+    // prediction is joined to its runs by task and agent).
+    "ALTER TABLE runs ADD COLUMN agent TEXT;
+     CREATE TABLE verdicts_v2 (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        run_id TEXT,
+        task TEXT,
+        agent TEXT,
+        source TEXT NOT NULL,
+        outcome TEXT,
+        verified INTEGER NOT NULL,
+        ts_ms INTEGER NOT NULL
+     );
+     INSERT INTO verdicts_v2 (key, run_id, task, agent, source, outcome, verified, ts_ms)
+        SELECT 'run:' || run_id || '#' || id, run_id, task, NULL, 'bench', NULL, verified, ts_ms
+        FROM verdicts;
+     DROP TABLE verdicts;
+     ALTER TABLE verdicts_v2 RENAME TO verdicts;
+     CREATE INDEX verdicts_task ON verdicts(task, agent);
+     CREATE INDEX runs_task ON runs(task, agent);",
 ];
 
 /// One model call, as recorded.
@@ -113,9 +136,35 @@ pub struct RequestRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub id: String,
+    /// The task (instance id) the run worked on, when known.
     pub task: Option<String>,
+    /// The agent's name (SWE-bench's `model_name_or_path`), when known.
+    pub agent: Option<String>,
     pub started_ms: i64,
     pub budget_usd: Option<f64>,
+}
+
+/// A verdict on one graded attempt (a patch for a task), from `bench`,
+/// `verify` or `eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictRecord {
+    /// Identity of the graded attempt. Recording a verdict with a key already
+    /// in the ledger replaces that verdict instead of adding one, so a re-run
+    /// of `eval` counts each fix once. `bench` uses `run:<run id>`; `verify`
+    /// and `eval` use the task, the agent and the patch's SHA-256.
+    pub key: String,
+    /// The agent run that produced the patch, when known. Without it the
+    /// verdict is joined to the runs with the same task and agent.
+    pub run_id: Option<String>,
+    pub task: Option<String>,
+    pub agent: Option<String>,
+    /// `bench`, `verify` or `eval`.
+    pub source: String,
+    /// The grader's outcome (`resolved`, `unresolved`, `patch_did_not_apply`...).
+    pub outcome: String,
+    /// True when the patch was verified (resolved).
+    pub verified: bool,
+    pub ts_ms: i64,
 }
 
 /// Compute usage of a run, priced by the caller.
@@ -213,9 +262,10 @@ impl Ledger {
     pub fn start_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
         self.conn
             .execute(
-                "INSERT INTO runs (id, task, started_ms, budget_usd) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET task = excluded.task, budget_usd = excluded.budget_usd",
-                params![run.id, run.task, run.started_ms, run.budget_usd],
+                "INSERT INTO runs (id, task, agent, started_ms, budget_usd) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET task = excluded.task, agent = excluded.agent,
+                    budget_usd = excluded.budget_usd",
+                params![run.id, run.task, run.agent, run.started_ms, run.budget_usd],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -252,20 +302,61 @@ impl Ledger {
         Ok(())
     }
 
-    /// Record whether a run's patch was verified (by `runproof verify`).
-    pub fn record_verdict(
-        &self,
-        run_id: &str,
-        task: Option<&str>,
-        verified: bool,
-    ) -> Result<(), LedgerError> {
+    /// Record a verdict. A verdict whose key is already recorded replaces
+    /// the earlier one (its outcome; the first time it was recorded is kept),
+    /// so recording the same graded attempt again does not count it twice.
+    /// Returns true when the key was new.
+    pub fn record_verdict(&self, v: &VerdictRecord) -> Result<bool, LedgerError> {
+        let existed = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM verdicts WHERE key = ?1",
+                params![v.key],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .is_some();
         self.conn
             .execute(
-                "INSERT INTO verdicts (run_id, task, verified, ts_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![run_id, task, verified, crate::time::unix_ms()],
+                "INSERT INTO verdicts (key, run_id, task, agent, source, outcome, verified, ts_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(key) DO UPDATE SET
+                    run_id = COALESCE(excluded.run_id, verdicts.run_id),
+                    source = excluded.source, outcome = excluded.outcome,
+                    verified = excluded.verified",
+                params![
+                    v.key, v.run_id, v.task, v.agent, v.source, v.outcome, v.verified, v.ts_ms
+                ],
             )
             .map_err(|e| self.err(e))?;
-        Ok(())
+        Ok(!existed)
+    }
+
+    /// Every verdict, oldest first.
+    pub fn verdicts(&self) -> Result<Vec<VerdictRecord>, LedgerError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT key, run_id, task, agent, source, COALESCE(outcome, ''), verified, ts_ms
+                 FROM verdicts ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(VerdictRecord {
+                    key: r.get(0)?,
+                    run_id: r.get(1)?,
+                    task: r.get(2)?,
+                    agent: r.get(3)?,
+                    source: r.get(4)?,
+                    outcome: r.get(5)?,
+                    verified: r.get(6)?,
+                    ts_ms: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// All requests of a run, oldest first.
@@ -547,6 +638,56 @@ mod tests {
         let l = Ledger::open(&p).unwrap(); // reopen: no re-migration
         let rs = l.requests(Some("r1")).unwrap();
         assert_eq!(rs, vec![rec("gpt-4o", Some(0.5)), rec("mystery", None)]);
+    }
+
+    #[test]
+    fn migrates_version_1_verdicts_keeping_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v1.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(
+                "INSERT INTO runs (id, task, started_ms) VALUES ('r1', 't1', 5);
+                 INSERT INTO verdicts (run_id, task, verified, ts_ms) VALUES ('r1', 't1', 1, 9);
+                 INSERT INTO verdicts (run_id, task, verified, ts_ms) VALUES ('r1', 't1', 0, 10);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let l = Ledger::open(&p).unwrap();
+        assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let v = l.verdicts().unwrap();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_ne!(v[0].key, v[1].key);
+        assert_eq!(
+            (v[0].run_id.as_deref(), v[0].verified, v[0].source.as_str()),
+            (Some("r1"), true, "bench")
+        );
+    }
+
+    #[test]
+    fn a_verdict_recorded_twice_is_one_verdict_with_the_latest_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("l.db")).unwrap();
+        let mut v = VerdictRecord {
+            key: "eval:t1:A:abc".into(),
+            run_id: None,
+            task: Some("t1".into()),
+            agent: Some("A".into()),
+            source: "eval".into(),
+            outcome: "unresolved".into(),
+            verified: false,
+            ts_ms: 100,
+        };
+        assert!(l.record_verdict(&v).unwrap());
+        v.outcome = "resolved".into();
+        v.verified = true;
+        v.ts_ms = 200;
+        assert!(!l.record_verdict(&v).unwrap());
+        let all = l.verdicts().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].verified, all[0].ts_ms), (true, 100));
     }
 
     #[test]

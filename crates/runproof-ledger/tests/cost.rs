@@ -24,6 +24,7 @@ fn concurrent_writers_lose_nothing_and_cost_reports_it() {
             .start_run(&RunRecord {
                 id: run.into(),
                 task: Some(format!("task-{run}")),
+                agent: None,
                 started_ms: 0,
                 budget_usd: Some(5.0),
             })
@@ -105,4 +106,8 @@ fn cost_errors_say_what_to_do() {
     a.since = Some("last tuesday".into());
     let e = run_cost(&a).unwrap_err().to_string();
     assert!(e.contains("last tuesday") && e.contains("7d"), "{e}");
+    let mut a = args(&p, "model", "text");
+    a.hourly_rate = Some(-5.0);
+    let e = run_cost(&a).unwrap_err().to_string();
+    assert!(e.contains("--hourly-rate -5"), "{e}");
 }

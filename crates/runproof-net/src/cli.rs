@@ -41,6 +41,8 @@ pub enum NetCliError {
     NoUpstream,
     #[error("environment variable {0} (the API key for {1}) is not set or empty")]
     MissingKey(String, String),
+    #[error("{0}")]
+    KeyFile(String),
     #[error("--budget {0}: must be a positive number of USD")]
     BadBudget(f64),
     #[error("runtime: {0}")]
@@ -71,15 +73,23 @@ pub struct GatewayArgs {
     /// OpenAI-compatible upstream, e.g. https://api.openai.com
     #[arg(long, value_name = "URL")]
     pub openai_base: Option<String>,
-    /// Environment variable holding the OpenAI key (never pass keys as flags).
-    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
-    pub openai_key_env: String,
+    /// Environment variable holding the OpenAI key (never pass keys as
+    /// flags). Default: the config's openai.key_env, else OPENAI_API_KEY.
+    #[arg(long, value_name = "VAR")]
+    pub openai_key_env: Option<String>,
+    /// File holding only the OpenAI key, instead of a variable.
+    #[arg(long, value_name = "FILE", conflicts_with = "openai_key_env")]
+    pub openai_key_file: Option<PathBuf>,
     /// Anthropic upstream, e.g. https://api.anthropic.com
     #[arg(long, value_name = "URL")]
     pub anthropic_base: Option<String>,
-    /// Environment variable holding the Anthropic key.
-    #[arg(long, value_name = "VAR", default_value = "ANTHROPIC_API_KEY")]
-    pub anthropic_key_env: String,
+    /// Environment variable holding the Anthropic key. Default: the
+    /// config's anthropic.key_env, else ANTHROPIC_API_KEY.
+    #[arg(long, value_name = "VAR")]
+    pub anthropic_key_env: Option<String>,
+    /// File holding only the Anthropic key, instead of a variable.
+    #[arg(long, value_name = "FILE", conflicts_with = "anthropic_key_env")]
+    pub anthropic_key_file: Option<PathBuf>,
     /// Spending limit in USD for this gateway's run.
     #[arg(long, value_name = "USD")]
     pub budget: Option<f64>,
@@ -98,6 +108,9 @@ pub struct GatewayArgs {
     /// Refuse traffic once near-identical requests repeat (runaway loop).
     #[arg(long)]
     pub stop_on_loop: bool,
+    /// Loop detection window and threshold (from the config file).
+    #[arg(skip)]
+    pub loop_policy: LoopPolicy,
     /// Extra CA certificates (PEM) to trust for upstream TLS.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -159,7 +172,16 @@ async fn interrupted() {
     }
 }
 
-fn key(var: &str, what: &str) -> Result<String, NetCliError> {
+fn key(
+    var: Option<&str>,
+    file: Option<&std::path::Path>,
+    default_var: &str,
+    what: &str,
+) -> Result<String, NetCliError> {
+    if let Some(f) = file {
+        return crate::gateway::read_key_file(f).map_err(NetCliError::KeyFile);
+    }
+    let var = var.unwrap_or(default_var);
     std::env::var(var)
         .ok()
         .filter(|k| !k.trim().is_empty())
@@ -179,14 +201,24 @@ pub fn run_gateway(args: &GatewayArgs) -> Result<(), NetCliError> {
     let openai = match &args.openai_base {
         Some(u) => Some(Upstream {
             base_url: u.clone(),
-            api_key: key(&args.openai_key_env, u)?,
+            api_key: key(
+                args.openai_key_env.as_deref(),
+                args.openai_key_file.as_deref(),
+                "OPENAI_API_KEY",
+                u,
+            )?,
         }),
         None => None,
     };
     let anthropic = match &args.anthropic_base {
         Some(u) => Some(Upstream {
             base_url: u.clone(),
-            api_key: key(&args.anthropic_key_env, u)?,
+            api_key: key(
+                args.anthropic_key_env.as_deref(),
+                args.anthropic_key_file.as_deref(),
+                "ANTHROPIC_API_KEY",
+                u,
+            )?,
         }),
         None => None,
     };
@@ -200,6 +232,7 @@ pub fn run_gateway(args: &GatewayArgs) -> Result<(), NetCliError> {
         ledger.start_run(&runproof_ledger::RunRecord {
             id: id.clone(),
             task: None,
+            agent: None,
             started_ms: runproof_ledger::time::unix_ms(),
             budget_usd: args.budget,
         })?;
@@ -219,7 +252,7 @@ pub fn run_gateway(args: &GatewayArgs) -> Result<(), NetCliError> {
             audit: audit_sink(&args.audit)?,
             loops: LoopPolicy {
                 stop: args.stop_on_loop,
-                ..LoopPolicy::default()
+                ..args.loop_policy
             },
             max_body_bytes: 32 << 20,
             on_stop: None,

@@ -21,7 +21,9 @@ pub mod proxy;
 pub mod socks;
 
 pub use audit::{AuditEvent, AuditSink, JsonlAudit, MemoryAudit, NoAudit};
-pub use gateway::{Gateway, GatewayConfig, GatewayError, LoopPolicy, StopReason, Upstream};
+pub use gateway::{
+    Gateway, GatewayConfig, GatewayError, LoopPolicy, StopReason, Upstream, read_key_file,
+};
 pub use policy::{Decision, EgressPolicy, RuleError};
 
 /// Environment variables that point a sandboxed program at the proxy and the

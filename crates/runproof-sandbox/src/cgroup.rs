@@ -1,17 +1,41 @@
-//! Resource limits through cgroups: v2 where the controllers are delegated to
-//! us, v1 where that is what the kernel offers (hybrid hosts often keep
-//! `memory` and `pids` on v1), and nothing otherwise — in which case the caller
-//! falls back to rlimits and says so.
+//! Resource limits and accounting through cgroups, one controller at a time:
+//! each of memory, pids and CPU accounting goes through cgroup v2 when the
+//! controller is available and delegated to us there, and through cgroup v1
+//! otherwise (hybrid hosts often keep `memory` and `pids` on v1 and use v2
+//! only to track processes). A writable v2 hierarchy is used even without
+//! controllers: it gives `cgroup.kill`, `cpu.stat` and process tracking.
+//! With neither, the caller falls back to rlimits and says so.
 //!
 //! A sandbox gets its own child cgroup `runproof-<pid>-<n>` below the cgroup
-//! runproof itself runs in; it is removed when the [`Cgroup`] is dropped.
+//! runproof itself runs in, in every hierarchy it uses; they are removed
+//! when the [`Cgroup`] is dropped.
+//!
+//! # Entering without a migration
+//!
+//! Moving a process into a cgroup by writing its PID to `cgroup.procs`
+//! takes the kernel's global `cgroup_threadgroup_rwsem` for writing, which
+//! waits for an RCU grace period (milliseconds) unless another migration
+//! happened just before. The sandbox's processes avoid that path:
+//!
+//! - **v2**: the init is created inside its cgroup by
+//!   `clone3(CLONE_INTO_CGROUP)`, so it is never migrated. Where `clone3` is
+//!   refused (some container seccomp profiles answer ENOSYS), stage A
+//!   writes `0` (itself) to `cgroup.procs` instead, the slow path.
+//! - **v1**: stage A, single-threaded right after `fork`, writes `0` to the
+//!   v1 `tasks` file: moving the calling thread only needs no thread-group
+//!   lock, and for a single-threaded process the thread is the process.
+//!
+//! The files and directories are opened by the supervisor (with its own
+//! credentials, which the kernel checks for an fd opened before the user
+//! namespace exists) and closed by stage A before anything else runs.
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Which cgroup hierarchy a sandbox's limits went through.
+/// Which cgroup hierarchy a controller of a sandbox went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupVersion {
@@ -35,9 +59,11 @@ pub struct Support {
     pub v2_dir: Option<PathBuf>,
     /// v2 controllers available in our cgroup (`cgroup.controllers`).
     pub v2_controllers: Vec<String>,
-    /// Whether we may create children there and enable memory+pids in them.
-    pub v2_usable: bool,
-    /// Why v2 is not usable, when it is mounted but not usable.
+    /// Whether we may create child cgroups in `v2_dir` (tracking, kill and
+    /// CPU accounting need nothing more).
+    pub v2_writable: bool,
+    /// Why the v2 memory and pids controllers cannot be used, when they
+    /// cannot.
     pub v2_problem: Option<String>,
     /// Our own v1 directories per controller, when writable.
     pub v1_memory: Option<PathBuf>,
@@ -46,32 +72,72 @@ pub struct Support {
 }
 
 impl Support {
-    /// Which version a new sandbox would use for memory and pids.
-    pub fn best(&self) -> Option<CgroupVersion> {
-        if self.v2_usable {
+    fn v2_has(&self, controller: &str) -> bool {
+        self.v2_writable && self.v2_controllers.iter().any(|c| c == controller)
+    }
+
+    /// Where a memory limit would go.
+    pub fn memory(&self) -> Option<CgroupVersion> {
+        if self.v2_has("memory") {
             Some(CgroupVersion::V2)
-        } else if self.v1_memory.is_some() && self.v1_pids.is_some() {
-            Some(CgroupVersion::V1)
         } else {
-            None
+            self.v1_memory.as_ref().map(|_| CgroupVersion::V1)
         }
+    }
+
+    /// Where a process-count limit would go.
+    pub fn pids(&self) -> Option<CgroupVersion> {
+        if self.v2_has("pids") {
+            Some(CgroupVersion::V2)
+        } else {
+            self.v1_pids.as_ref().map(|_| CgroupVersion::V1)
+        }
+    }
+
+    /// Where CPU time would be read from (v2 has `cpu.stat` in every
+    /// cgroup, with or without the cpu controller).
+    pub fn cpu(&self) -> Option<CgroupVersion> {
+        if self.v2_writable {
+            Some(CgroupVersion::V2)
+        } else {
+            self.v1_cpuacct.as_ref().map(|_| CgroupVersion::V1)
+        }
+    }
+
+    /// Which hierarchy serves each controller, e.g. `memory cgroup v1, pids
+    /// cgroup v1, cpu and kill cgroup v2`.
+    pub fn placement(&self) -> String {
+        let name = |v: Option<CgroupVersion>| v.map_or("none".to_string(), |v| v.to_string());
+        let mut s = format!(
+            "memory {}, pids {}, cpu accounting {}",
+            name(self.memory()),
+            name(self.pids()),
+            name(self.cpu())
+        );
+        if self.v2_writable {
+            s.push_str(", cgroup.kill v2");
+        }
+        s
     }
 
     /// One line for `runproof doctor`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
-        match (&self.v2_dir, self.v2_usable) {
-            (Some(d), true) => parts.push(format!(
-                "v2 at {} with {}",
+        match &self.v2_dir {
+            Some(d) => parts.push(format!(
+                "v2 at {}{}, controllers: {}{}",
                 d.display(),
-                self.v2_controllers.join(" ")
+                if self.v2_writable { "" } else { " (read-only)" },
+                if self.v2_controllers.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.v2_controllers.join(" ")
+                },
+                self.v2_problem
+                    .as_ref()
+                    .map_or(String::new(), |p| format!("; {p}"))
             )),
-            (Some(d), false) => parts.push(format!(
-                "v2 at {} not usable: {}",
-                d.display(),
-                self.v2_problem.as_deref().unwrap_or("no controllers")
-            )),
-            (None, _) => parts.push("no v2 hierarchy".into()),
+            None => parts.push("no v2 hierarchy".into()),
         }
         let v1: Vec<&str> = [
             ("memory", &self.v1_memory),
@@ -181,19 +247,17 @@ pub fn detect() -> Support {
             .split_whitespace()
             .map(str::to_string)
             .collect();
+        s.v2_writable = writable(&dir);
         let has = |c: &str| s.v2_controllers.iter().any(|x| x == c);
         if !(has("memory") && has("pids")) {
-            s.v2_problem = Some(format!(
-                "the memory and pids controllers are not available in {} (they may be bound to cgroup v1)",
-                dir.display()
-            ));
-        } else if !writable(&dir) {
-            s.v2_problem = Some(format!(
-                "{} is not delegated to this user; run under `systemd-run --user --scope -p Delegate=yes`",
-                dir.display()
-            ));
-        } else {
-            s.v2_usable = true;
+            s.v2_problem = Some(
+                "memory and pids are not offered there (they may be bound to cgroup v1)".into(),
+            );
+        } else if !s.v2_writable {
+            s.v2_problem = Some(
+                "not delegated to this user; run under `systemd-run --user --scope -p Delegate=yes`"
+                    .into(),
+            );
         }
         s.v2_dir = Some(dir);
     }
@@ -235,14 +299,46 @@ pub struct Stats {
     pub cpu_ns: Option<u64>,
 }
 
-/// A sandbox's cgroup(s). Removed on drop.
+/// A sandbox's cgroups, one per hierarchy used. Removed on drop.
 #[derive(Debug)]
 pub struct Cgroup {
-    pub version: CgroupVersion,
-    dirs: Vec<PathBuf>,
-    memory: PathBuf,
-    pids: PathBuf,
-    cpu: Option<PathBuf>,
+    /// The sandbox's v2 cgroup, when a writable v2 hierarchy exists.
+    v2: Option<PathBuf>,
+    /// The sandbox's v1 cgroups (memory, pids, cpuacct as available).
+    v1: Vec<PathBuf>,
+    memory: Option<(CgroupVersion, PathBuf)>,
+    pids: Option<(CgroupVersion, PathBuf)>,
+    cpu: Option<(CgroupVersion, PathBuf)>,
+}
+
+/// Descriptors a sandbox's stage A uses to enter its cgroups (see the
+/// module documentation). Opened by the supervisor before `fork`.
+#[derive(Debug, Default)]
+pub struct Entry {
+    /// v1 `tasks` files: stage A writes `0` to each.
+    pub v1_tasks: Vec<OwnedFd>,
+    /// The v2 cgroup directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub v2_dir: Option<OwnedFd>,
+    /// The v2 `cgroup.procs`, for when `clone3` is refused.
+    pub v2_procs: Option<OwnedFd>,
+}
+
+impl Entry {
+    pub(crate) fn raw(&self) -> EntryFds {
+        EntryFds {
+            v1_tasks: self.v1_tasks.iter().map(|f| f.as_raw_fd()).collect(),
+            v2_dir: self.v2_dir.as_ref().map(|f| f.as_raw_fd()),
+            v2_procs: self.v2_procs.as_ref().map(|f| f.as_raw_fd()),
+        }
+    }
+}
+
+/// [`Entry`] as plain descriptor numbers, for the forked children.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct EntryFds {
+    pub v1_tasks: Vec<RawFd>,
+    pub v2_dir: Option<RawFd>,
+    pub v2_procs: Option<RawFd>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -251,9 +347,44 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
     fs::write(path, value).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
+fn open(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = fs::OpenOptions::new();
+    if flags & libc::O_DIRECTORY == 0 {
+        o.write(true);
+    } else {
+        o.read(true);
+    }
+    o.custom_flags(flags | libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
 impl Cgroup {
-    /// Create a cgroup for one sandbox with the given limits.
+    /// Create the cgroups for one sandbox with the given limits. Fails when
+    /// a requested limit has no controller to go through.
     pub fn create(support: &Support, limits: CgroupLimits) -> io::Result<Cgroup> {
+        let missing: Vec<&str> = [
+            (
+                "memory",
+                limits.memory.is_some() && support.memory().is_none(),
+            ),
+            ("pids", limits.pids.is_some() && support.pids().is_none()),
+        ]
+        .iter()
+        .filter(|(_, m)| *m)
+        .map(|(n, _)| *n)
+        .collect();
+        if !missing.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "no usable cgroup hierarchy with the {} controller",
+                    missing.join(" and ")
+                ),
+            ));
+        }
         for base in [
             &support.v2_dir,
             &support.v1_memory,
@@ -270,120 +401,109 @@ impl Cgroup {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let cg = match support.best() {
-            Some(CgroupVersion::V2) => Self::create_v2(support.v2_dir.as_ref().unwrap(), &name)?,
-            Some(CgroupVersion::V1) => {
-                let mut dirs = Vec::new();
-                let mut mk = |base: &PathBuf| -> io::Result<PathBuf> {
-                    let d = base.join(&name);
-                    fs::create_dir(&d)?;
-                    dirs.push(d.clone());
-                    Ok(d)
-                };
-                let memory = mk(support.v1_memory.as_ref().unwrap())?;
-                let pids = mk(support.v1_pids.as_ref().unwrap())?;
-                let cpu = match &support.v1_cpuacct {
-                    Some(b) => mk(b).ok(),
-                    None => None,
-                };
-                Cgroup {
-                    version: CgroupVersion::V1,
-                    dirs,
-                    memory,
-                    pids,
-                    cpu,
-                }
-            }
-            None => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "no usable cgroup hierarchy with memory and pids controllers",
-                ));
-            }
+        let mut cg = Cgroup {
+            v2: None,
+            v1: Vec::new(),
+            memory: None,
+            pids: None,
+            cpu: None,
         };
+        // From here on, a failure drops `cg`, which removes what exists.
+        let v2_limits = support.memory() == Some(CgroupVersion::V2)
+            || support.pids() == Some(CgroupVersion::V2);
+        if support.v2_writable {
+            let own = support
+                .v2_dir
+                .as_ref()
+                .expect("writable v2 has a directory");
+            if v2_limits {
+                enable_v2_controllers(own)?;
+            }
+            let d = own.join(&name);
+            fs::create_dir(&d)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?;
+            cg.v2 = Some(d.clone());
+            cg.cpu = Some((CgroupVersion::V2, d));
+        }
+        let mut v1 = |base: &Option<PathBuf>| -> io::Result<Option<PathBuf>> {
+            let Some(base) = base else { return Ok(None) };
+            let d = base.join(&name);
+            fs::create_dir(&d)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?;
+            cg.v1.push(d.clone());
+            Ok(Some(d))
+        };
+        let v2_dir = cg.v2.clone();
+        cg.memory = match support.memory() {
+            Some(CgroupVersion::V2) => v2_dir.clone().map(|d| (CgroupVersion::V2, d)),
+            Some(CgroupVersion::V1) => v1(&support.v1_memory)?.map(|d| (CgroupVersion::V1, d)),
+            None => None,
+        };
+        cg.pids = match support.pids() {
+            Some(CgroupVersion::V2) => v2_dir.clone().map(|d| (CgroupVersion::V2, d)),
+            Some(CgroupVersion::V1) => v1(&support.v1_pids)?.map(|d| (CgroupVersion::V1, d)),
+            None => None,
+        };
+        if cg.cpu.is_none() {
+            cg.cpu = v1(&support.v1_cpuacct)?.map(|d| (CgroupVersion::V1, d));
+        }
         cg.apply(limits)?;
         Ok(cg)
     }
 
-    fn create_v2(own: &Path, name: &str) -> io::Result<Cgroup> {
-        let enable = |dir: &Path| -> io::Result<()> {
-            let ctl = dir.join("cgroup.subtree_control");
-            let cur = fs::read_to_string(&ctl).unwrap_or_default();
-            for c in ["memory", "pids", "cpu"] {
-                if !cur.split_whitespace().any(|x| x == c) {
-                    let r = write(&ctl, &format!("+{c}"));
-                    if c != "cpu" {
-                        r?;
-                    }
-                }
-            }
-            Ok(())
+    /// Which hierarchy each controller went through, for the run report.
+    pub fn placement(&self) -> String {
+        let name = |c: &Option<(CgroupVersion, PathBuf)>| {
+            c.as_ref()
+                .map_or("none".to_string(), |(v, _)| v.to_string())
         };
-        if let Err(e) = enable(own) {
-            // "No internal processes": a cgroup with member processes cannot
-            // enable controllers for children. If we are alone in it, move
-            // ourselves into a leaf and try again.
-            let procs = fs::read_to_string(own.join("cgroup.procs")).unwrap_or_default();
-            let me = std::process::id().to_string();
-            if e.raw_os_error() == Some(libc::EBUSY) && procs.split_whitespace().all(|p| p == me) {
-                let leaf = own.join(format!("runproof-supervisor-{me}"));
-                let _ = fs::create_dir(&leaf);
-                write(&leaf.join("cgroup.procs"), &me)?;
-                enable(own)?;
-            } else {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot enable memory and pids controllers below {} ({e}); run runproof in a cgroup of its own, e.g. `systemd-run --user --scope -p Delegate=yes runproof ...`",
-                        own.display()
-                    ),
-                ));
-            }
+        format!(
+            "memory {}, pids {}, cpu accounting {}",
+            name(&self.memory),
+            name(&self.pids),
+            name(&self.cpu)
+        )
+    }
+
+    /// The version that holds the memory controller (peak memory's source).
+    pub fn memory_version(&self) -> Option<CgroupVersion> {
+        self.memory.as_ref().map(|(v, _)| *v)
+    }
+
+    /// Open what stage A needs to enter these cgroups.
+    pub fn entry(&self) -> io::Result<Entry> {
+        let mut e = Entry::default();
+        for d in &self.v1 {
+            e.v1_tasks.push(open(&d.join("tasks"), libc::O_WRONLY)?);
         }
-        let dir = own.join(name);
-        fs::create_dir(&dir)?;
-        Ok(Cgroup {
-            version: CgroupVersion::V2,
-            dirs: vec![dir.clone()],
-            memory: dir.clone(),
-            pids: dir.clone(),
-            cpu: Some(dir),
-        })
+        if let Some(d) = &self.v2 {
+            e.v2_dir = Some(open(d, libc::O_RDONLY | libc::O_DIRECTORY)?);
+            e.v2_procs = Some(open(&d.join("cgroup.procs"), libc::O_WRONLY)?);
+        }
+        Ok(e)
     }
 
     fn apply(&self, limits: CgroupLimits) -> io::Result<()> {
-        match self.version {
-            CgroupVersion::V2 => {
-                if let Some(m) = limits.memory {
-                    write(&self.memory.join("memory.max"), &m.to_string())?;
+        if let (Some(m), Some((v, dir))) = (limits.memory, &self.memory) {
+            match v {
+                CgroupVersion::V2 => {
+                    write(&dir.join("memory.max"), &m.to_string())?;
                     // No swap: a memory limit that spills to swap is no limit.
-                    let _ = write(&self.memory.join("memory.swap.max"), "0");
+                    let _ = write(&dir.join("memory.swap.max"), "0");
                 }
-                if let Some(p) = limits.pids {
-                    write(&self.pids.join("pids.max"), &p.to_string())?;
-                }
-            }
-            CgroupVersion::V1 => {
-                if let Some(m) = limits.memory {
-                    write(&self.memory.join("memory.limit_in_bytes"), &m.to_string())?;
-                    let memsw = self.memory.join("memory.memsw.limit_in_bytes");
+                CgroupVersion::V1 => {
+                    write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
                     if memsw.exists() {
                         let _ = write(&memsw, &m.to_string());
                     }
-                    let _ = write(&self.memory.join("memory.swappiness"), "0");
-                }
-                if let Some(p) = limits.pids {
-                    write(&self.pids.join("pids.max"), &p.to_string())?;
+                    let _ = write(&dir.join("memory.swappiness"), "0");
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Put a process (a host PID) into this cgroup. Its descendants follow.
-    pub fn add(&self, pid: i32) -> io::Result<()> {
-        for d in &self.dirs {
-            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        if let (Some(p), Some((_, dir))) = (limits.pids, &self.pids) {
+            // Same file name and format in both versions.
+            write(&dir.join("pids.max"), &p.to_string())?;
         }
         Ok(())
     }
@@ -396,45 +516,58 @@ impl Cgroup {
                 (k == key).then(|| v.trim().parse().ok()).flatten()
             })
         };
-        match self.version {
-            CgroupVersion::V2 => Stats {
-                peak_memory: read(self.memory.join("memory.peak"))
-                    .and_then(|s| s.trim().parse().ok()),
-                oom_kills: read(self.memory.join("memory.events"))
+        let mut st = Stats::default();
+        match &self.memory {
+            Some((CgroupVersion::V2, d)) => {
+                st.peak_memory = read(d.join("memory.peak")).and_then(|s| s.trim().parse().ok());
+                st.oom_kills = read(d.join("memory.events"))
                     .and_then(|t| field(&t, "oom_kill"))
-                    .unwrap_or(0),
-                cpu_ns: read(self.memory.join("cpu.stat"))
-                    .and_then(|t| field(&t, "usage_usec"))
-                    .map(|us| us * 1000),
-            },
-            CgroupVersion::V1 => Stats {
-                peak_memory: read(self.memory.join("memory.max_usage_in_bytes"))
-                    .and_then(|s| s.trim().parse().ok()),
-                oom_kills: read(self.memory.join("memory.oom_control"))
+                    .unwrap_or(0);
+            }
+            Some((CgroupVersion::V1, d)) => {
+                st.peak_memory =
+                    read(d.join("memory.max_usage_in_bytes")).and_then(|s| s.trim().parse().ok());
+                st.oom_kills = read(d.join("memory.oom_control"))
                     .and_then(|t| field(&t, "oom_kill"))
-                    .unwrap_or(0),
-                cpu_ns: self
-                    .cpu
-                    .as_ref()
-                    .and_then(|d| read(d.join("cpuacct.usage")))
-                    .and_then(|s| s.trim().parse().ok()),
-            },
+                    .unwrap_or(0);
+            }
+            None => {}
         }
+        st.cpu_ns = match &self.cpu {
+            Some((CgroupVersion::V2, d)) => read(d.join("cpu.stat"))
+                .and_then(|t| field(&t, "usage_usec"))
+                .map(|us| us * 1000),
+            Some((CgroupVersion::V1, d)) => {
+                read(d.join("cpuacct.usage")).and_then(|s| s.trim().parse().ok())
+            }
+            None => None,
+        };
+        st
     }
 
-    /// Processes still in the cgroup.
+    /// Processes still in the sandbox's cgroups.
     pub fn procs(&self) -> Vec<i32> {
-        fs::read_to_string(self.pids.join("cgroup.procs"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
+        let mut all: Vec<i32> = self
+            .v2
+            .iter()
+            .chain(&self.v1)
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|t| {
+                t.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 
-    /// SIGKILL everything in the cgroup.
+    /// SIGKILL everything in the cgroups.
     pub fn kill_all(&self) {
-        if self.version == CgroupVersion::V2 && write(&self.pids.join("cgroup.kill"), "1").is_ok() {
-            return;
+        if let Some(d) = &self.v2 {
+            // cgroup.kill (Linux 5.14) kills the whole subtree atomically.
+            let _ = write(&d.join("cgroup.kill"), "1");
         }
         for _ in 0..50 {
             let procs = self.procs();
@@ -447,6 +580,44 @@ impl Cgroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
+    }
+}
+
+/// Enable memory and pids (and cpu, when offered) for children of our own
+/// v2 cgroup.
+fn enable_v2_controllers(own: &Path) -> io::Result<()> {
+    let enable = |dir: &Path| -> io::Result<()> {
+        let ctl = dir.join("cgroup.subtree_control");
+        let cur = fs::read_to_string(&ctl).unwrap_or_default();
+        for c in ["memory", "pids", "cpu"] {
+            if !cur.split_whitespace().any(|x| x == c) {
+                let r = write(&ctl, &format!("+{c}"));
+                if c != "cpu" {
+                    r?;
+                }
+            }
+        }
+        Ok(())
+    };
+    let Err(e) = enable(own) else { return Ok(()) };
+    // "No internal processes": a cgroup with member processes cannot enable
+    // controllers for children. If we are alone in it, move ourselves into
+    // a leaf and try again.
+    let procs = fs::read_to_string(own.join("cgroup.procs")).unwrap_or_default();
+    let me = std::process::id().to_string();
+    if e.raw_os_error() == Some(libc::EBUSY) && procs.split_whitespace().all(|p| p == me) {
+        let leaf = own.join(format!("runproof-supervisor-{me}"));
+        let _ = fs::create_dir(&leaf);
+        write(&leaf.join("cgroup.procs"), &me)?;
+        enable(own)
+    } else {
+        Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot enable memory and pids controllers below {} ({e}); run runproof in a cgroup of its own, e.g. `systemd-run --user --scope -p Delegate=yes runproof ...`",
+                own.display()
+            ),
+        ))
     }
 }
 
@@ -471,7 +642,7 @@ fn remove_stale(base: &Path) {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        for d in self.dirs.iter().rev() {
+        for d in self.v1.iter().rev().chain(self.v2.iter()) {
             for _ in 0..200 {
                 match fs::remove_dir(d) {
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -488,20 +659,25 @@ impl Drop for Cgroup {
 mod tests {
     use super::*;
 
+    fn fake(version: CgroupVersion, d: &Path) -> Cgroup {
+        Cgroup {
+            v2: None,
+            v1: vec![],
+            memory: Some((version, d.to_path_buf())),
+            pids: Some((version, d.to_path_buf())),
+            cpu: Some((version, d.to_path_buf())),
+        }
+    }
+
     /// The v2 and v1 file formats, on a directory laid out as cgroupfs would
-    /// be (this host has no v2 controllers, so the kernel path is exercised
-    /// by the attack tests through v1 only).
+    /// be (this host has no v2 memory or pids controller, so those writes
+    /// are exercised against the kernel through v1 only; the v2 cpu.stat,
+    /// cgroup.kill and clone3 path run for real in the attack tests).
     #[test]
     fn v2_and_v1_limits_and_stats_use_the_kernel_file_formats() {
         let d = std::env::temp_dir().join(format!("rp-cg-{}", std::process::id()));
         fs::create_dir_all(&d).unwrap();
-        let v2 = Cgroup {
-            version: CgroupVersion::V2,
-            dirs: vec![],
-            memory: d.clone(),
-            pids: d.clone(),
-            cpu: Some(d.clone()),
-        };
+        let v2 = fake(CgroupVersion::V2, &d);
         v2.apply(CgroupLimits {
             memory: Some(1 << 30),
             pids: Some(99),
@@ -520,21 +696,13 @@ mod tests {
         )
         .unwrap();
         fs::write(d.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
-        fs::write(d.join("cgroup.procs"), "12\n34\n").unwrap();
         let st = v2.stats();
         assert_eq!(
             (st.peak_memory, st.oom_kills, st.cpu_ns),
             (Some(5000), 2, Some(1_500_000))
         );
-        assert_eq!(v2.procs(), vec![12, 34]);
 
-        let v1 = Cgroup {
-            version: CgroupVersion::V1,
-            dirs: vec![],
-            memory: d.clone(),
-            pids: d.clone(),
-            cpu: Some(d.clone()),
-        };
+        let v1 = fake(CgroupVersion::V1, &d);
         fs::write(d.join("memory.memsw.limit_in_bytes"), "").unwrap();
         v1.apply(CgroupLimits {
             memory: Some(4096),
@@ -562,6 +730,57 @@ mod tests {
             (Some(777), 1, Some(42))
         );
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Each controller goes where it is available: v2 when delegated there,
+    /// v1 otherwise, and CPU accounting through any writable v2.
+    #[test]
+    fn controllers_are_placed_one_by_one() {
+        let hybrid = Support {
+            v2_dir: Some("/sys/fs/cgroup/unified".into()),
+            v2_controllers: vec!["hugetlb".into()],
+            v2_writable: true,
+            v1_memory: Some("/m".into()),
+            v1_pids: Some("/p".into()),
+            ..Support::default()
+        };
+        assert_eq!(hybrid.memory(), Some(CgroupVersion::V1));
+        assert_eq!(hybrid.pids(), Some(CgroupVersion::V1));
+        assert_eq!(hybrid.cpu(), Some(CgroupVersion::V2));
+        let pure = Support {
+            v2_dir: Some("/sys/fs/cgroup".into()),
+            v2_controllers: vec!["memory".into(), "pids".into(), "cpu".into()],
+            v2_writable: true,
+            ..Support::default()
+        };
+        assert_eq!(
+            (pure.memory(), pure.pids(), pure.cpu()),
+            (
+                Some(CgroupVersion::V2),
+                Some(CgroupVersion::V2),
+                Some(CgroupVersion::V2)
+            )
+        );
+        let undelegated = Support {
+            v2_writable: false,
+            ..pure.clone()
+        };
+        assert_eq!(
+            (undelegated.memory(), undelegated.pids(), undelegated.cpu()),
+            (None, None, None)
+        );
+        let err = Cgroup::create(
+            &undelegated,
+            CgroupLimits {
+                memory: Some(1 << 20),
+                pids: Some(5),
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("memory and pids controller"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //!
 //! ```text
 //! supervisor (host)
-//!   └─ stage A: unshare(user, mount, pid, net, ipc, uts, cgroup), map own uid/gid,
-//!      │        fork; waits for init and exits with it
-//!      └─ init (PID 1): mounts + pivot_root, hostname, loopback up, listeners;
-//!         │             waits until the supervisor has put it in the cgroup;
-//!         │             pty; forks the command, reaps every orphan, forwards signals,
+//!   └─ stage A: joins its v1 cgroups (or v2 when clone3 is refused),
+//!      │        unshare(user, mount, pid, net, ipc, uts), map own uid/gid,
+//!      │        fork (clone3 into the v2 cgroup); waits for init and exits with it
+//!      └─ init (PID 1): unshare(cgroup), mounts + pivot_root, hostname, loopback up,
+//!         │             listeners, pty; forks the command, reaps every orphan, forwards signals,
 //!         │             reports the command's end; its exit kills the whole namespace
 //!         └─ command: new session, rlimits, Landlock, capabilities dropped,
 //!                     no_new_privs, seccomp, execve
@@ -21,6 +21,7 @@
 use std::ffi::CString;
 use std::os::fd::RawFd;
 
+use crate::cgroup::EntryFds;
 use crate::ipc::{self, tag};
 use crate::mounts::Compiled;
 use crate::report::exit;
@@ -44,6 +45,8 @@ pub(crate) struct ChildSpec {
     pub landlock: crate::landlock_layer::Rules,
     pub seccomp: Vec<libc::sock_filter>,
     pub seccomp_listener: bool,
+    /// How to enter the sandbox's cgroups (empty: no cgroup).
+    pub cgroup: EntryFds,
 }
 
 fn fail(ctrl: RawFd, step: &str, err: &std::io::Error, code: i32) -> ! {
@@ -64,19 +67,89 @@ fn write_file(path: &str, data: &str) -> std::io::Result<()> {
     std::fs::write(path, data)
 }
 
+fn write_fd(fd: RawFd, data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: write from a valid buffer to a descriptor we were handed.
+    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    if n < 0 { Err(last_err()) } else { Ok(()) }
+}
+
+fn close_all<'a>(fds: impl IntoIterator<Item = &'a RawFd>) {
+    for &fd in fds {
+        // SAFETY: closing our copies of descriptors the supervisor opened.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// The `clone_args` of clone3(2), as of Linux 5.7 (with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Fork, with the child starting life in the cgroup `dir` (a v2 cgroup
+/// directory descriptor). Returns the child's PID in the parent and 0 in
+/// the child, like fork(2).
+///
+/// Only for a single-threaded caller (stage A): this is the raw system call,
+/// so none of glibc's fork handlers run; the child makes plain system calls
+/// and forks the command with glibc's fork, which resets what it needs.
+fn clone_into_cgroup(dir: RawFd) -> std::io::Result<libc::pid_t> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: dir as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves as fork:
+    // the child runs on a copy of our memory, returning 0 here.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        Err(last_err())
+    } else {
+        Ok(r as libc::pid_t)
+    }
+}
+
 /// Stage A. Called in the child right after `fork` in the supervisor.
 pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
     let ctrl = spec.ctrl;
     // Die with the supervisor.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // Enter the cgroups while we still hold the host credentials and are
+    // single-threaded (see `cgroup`'s module documentation).
+    let cg = &spec.cgroup;
+    for &fd in &cg.v1_tasks {
+        if let Err(e) = write_fd(fd, b"0") {
+            fail(ctrl, "join cgroup v1 (write 0 to tasks)", &e, exit::SETUP);
+        }
+    }
+    close_all(&cg.v1_tasks);
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWCGROUP;
+        | libc::CLONE_NEWUTS;
     // SAFETY: unshare with flags; we are single-threaded after fork.
     if unsafe { libc::unshare(flags) } < 0 {
         fail(ctrl, "unshare namespaces", &last_err(), exit::SETUP);
@@ -94,13 +167,57 @@ pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
     if let Err(e) = write_file("/proc/self/gid_map", &format!("{0} {0} 1\n", spec.gid)) {
         fail(ctrl, "write gid_map", &e, exit::SETUP);
     }
-    // SAFETY: fork in a single-threaded process.
-    let init = unsafe { libc::fork() };
+    let mut how: &[u8] = if cg.v1_tasks.is_empty() {
+        b""
+    } else {
+        b"v1: stage A wrote itself to tasks"
+    };
+    let init = match cg.v2_dir {
+        Some(dir) => match clone_into_cgroup(dir) {
+            Ok(pid) => {
+                how = if cg.v1_tasks.is_empty() {
+                    b"v2: init created in its cgroup by clone3(CLONE_INTO_CGROUP)"
+                } else {
+                    b"v1: stage A wrote itself to tasks; v2: init created in its cgroup by clone3(CLONE_INTO_CGROUP)"
+                };
+                pid
+            }
+            // clone3 refused (an old kernel, or a container's seccomp
+            // profile): join through cgroup.procs, with the descriptor the
+            // supervisor opened (the kernel checks the opener's rights).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+                ) =>
+            {
+                let procs = cg.v2_procs.unwrap_or(-1);
+                if let Err(e) = write_fd(procs, b"0") {
+                    fail(
+                        ctrl,
+                        "join cgroup v2 (write 0 to cgroup.procs)",
+                        &e,
+                        exit::SETUP,
+                    );
+                }
+                how = b"v2: stage A wrote itself to cgroup.procs (clone3 refused)";
+                // SAFETY: fork in a single-threaded process.
+                unsafe { libc::fork() }
+            }
+            Err(e) => fail(ctrl, "clone3 into cgroup v2", &e, exit::SETUP),
+        },
+        // SAFETY: fork in a single-threaded process.
+        None => unsafe { libc::fork() },
+    };
     if init < 0 {
         fail(ctrl, "fork init", &last_err(), exit::SETUP);
     }
+    close_all(cg.v2_dir.iter().chain(&cg.v2_procs));
     if init == 0 {
         init_main(spec);
+    }
+    if !how.is_empty() {
+        let _ = ipc::send(ctrl, tag::CGROUP, how, &[]);
     }
     let _ = ipc::send(ctrl, tag::INIT_PID, &init.to_ne_bytes(), &[]);
     let mut status = 0;
@@ -123,13 +240,6 @@ pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-struct BorrowedRaw(RawFd);
-impl std::os::fd::AsRawFd for BorrowedRaw {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
 fn init_main(spec: &ChildSpec) -> ! {
     let ctrl = spec.ctrl;
     // SAFETY: prctl with integer arguments. Die with stage A; keep our memory
@@ -137,6 +247,12 @@ fn init_main(spec: &ChildSpec) -> ! {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
+    // A cgroup namespace rooted at the sandbox's own cgroups (we are in
+    // them by now), so /proc/self/cgroup shows nothing of the host's tree.
+    // SAFETY: unshare with a flag; single-threaded.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        fail(ctrl, "unshare cgroup namespace", &last_err(), exit::SETUP);
     }
     if let Err((step, e)) = crate::mounts::execute(&spec.mounts, spec.skeleton_size) {
         fail(ctrl, step, &e, exit::SETUP);
@@ -163,14 +279,6 @@ fn init_main(spec: &ChildSpec) -> ! {
             // SAFETY: closing descriptors we opened.
             unsafe { libc::close(fd) };
         }
-    }
-    // Wait until the supervisor has placed us in the sandbox's cgroup (it
-    // does so while we were building the mount view): everything the
-    // command starts must be counted against the limits.
-    match ipc::recv(&BorrowedRaw(ctrl)) {
-        Ok(Some(m)) if m.tag == tag::GO => {}
-        // SAFETY: leave the forked child.
-        _ => unsafe { libc::_exit(exit::SETUP) },
     }
     let mut pty_slave = None;
     if spec.pty {

@@ -7,8 +7,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Message tags.
 pub mod tag {
-    /// Supervisor → sandbox: uid map and cgroup are in place, go on.
-    pub const GO: u8 = b'G';
+    /// How stage A entered the sandbox's cgroups (text, for the report).
+    pub const CGROUP: u8 = b'C';
     /// Host PID of the sandbox's init (i32).
     pub const INIT_PID: u8 = b'I';
     /// A set-up step failed: `step\0detail`.

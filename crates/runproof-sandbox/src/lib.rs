@@ -33,4 +33,6 @@ pub use error::{PolicyError, SandboxError};
 pub use policy::Policy;
 pub use probe::doctor;
 pub use report::{ExitReport, LayerState, LayerStatus};
-pub use run::{ListenerHook, RunOutcome, RunSpec, Stdio, StopSignal, resolve_workspace, run};
+pub use run::{
+    ListenerHook, RunOutcome, RunSpec, Stdio, StopSignal, TickHook, resolve_workspace, run,
+};

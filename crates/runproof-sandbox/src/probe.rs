@@ -113,6 +113,38 @@ fn all_namespaces() -> bool {
     }
 }
 
+/// Run `/bin/true` in a full sandbox with memory and process limits on an
+/// empty workspace; the cgroup layer's report (placement and how the
+/// cgroups were entered) on success.
+fn limited_run() -> Result<String, String> {
+    let ws = std::env::temp_dir().join(format!("runproof-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&ws).map_err(|e| format!("{}: {e}", ws.display()))?;
+    let mut policy = crate::Policy {
+        workspace: Some(ws.clone()),
+        ..crate::Policy::default()
+    };
+    policy.limits.memory = Some(crate::policy::ByteSize(256 << 20));
+    policy.limits.pids = Some(64);
+    policy.limits.require_cgroup = Some(true);
+    let mut spec = crate::RunSpec::new(policy, vec!["/bin/true".into()]);
+    spec.stdio = crate::Stdio::Fds {
+        stdin: None,
+        stdout: std::fs::File::create("/dev/null").ok().map(Into::into),
+        stderr: None,
+    };
+    let out = crate::run(spec);
+    let _ = std::fs::remove_dir_all(&ws);
+    let out = out.map_err(|e| e.to_string())?;
+    if out.exit.exit_status != 0 {
+        return Err(format!("/bin/true exited {}", out.exit.exit_status));
+    }
+    out.layers
+        .into_iter()
+        .find(|l| l.layer == "cgroup" && l.state == LayerState::Enforced)
+        .map(|l| l.detail)
+        .ok_or_else(|| "the run reported no enforced cgroup layer".to_string())
+}
+
 /// Check every layer. Cheap enough to run before each sandbox, but meant
 /// for `runproof doctor`.
 pub fn doctor() -> Vec<LayerStatus> {
@@ -180,16 +212,45 @@ pub fn doctor() -> Vec<LayerStatus> {
         ),
     ));
     let cg = cgroup::detect();
-    out.push(LayerStatus::new(
-        "cgroup",
-        match cg.best() {
-            Some(_) => LayerState::Enforced,
-            None => LayerState::Unavailable,
-        },
-        match cg.best() {
-            Some(v) => format!("memory and pids limits through {v} ({})", cg.describe()),
-            None => format!("no usable cgroup ({}): limits fall back to rlimits, and --memory/--pids refuse to run", cg.describe()),
-        },
-    ));
+    let limits = cg.memory().is_some() && cg.pids().is_some();
+    let status = if !limits {
+        LayerStatus::new(
+            "cgroup",
+            if cg.memory().is_some() || cg.pids().is_some() || cg.cpu().is_some() {
+                LayerState::Partial
+            } else {
+                LayerState::Unavailable
+            },
+            format!(
+                "{} ({}): missing limits fall back to rlimits, and --memory/--pids refuse to run without their controller",
+                cg.placement(),
+                cg.describe()
+            ),
+        )
+    } else if !(userns && ns) {
+        LayerStatus::new(
+            "cgroup",
+            LayerState::Unavailable,
+            format!("{} (not tried: no sandbox can start)", cg.placement()),
+        )
+    } else {
+        // The real thing: a sandbox with limits, entered as every run is.
+        match limited_run() {
+            Ok(detail) => LayerStatus::new(
+                "cgroup",
+                LayerState::Enforced,
+                format!("{detail} ({})", cg.describe()),
+            ),
+            Err(e) => LayerStatus::new(
+                "cgroup",
+                LayerState::Unavailable,
+                format!(
+                    "{} looked usable, but a sandbox with limits failed: {e}",
+                    cg.placement()
+                ),
+            ),
+        }
+    };
+    out.push(status);
     out
 }

@@ -64,6 +64,11 @@ impl StopSignal {
 /// Callback that receives the loopback listeners bound inside the sandbox.
 pub type ListenerHook = Box<dyn FnOnce(Vec<TcpListener>) + Send>;
 
+/// Called on every turn of the supervisor's loop (every 200 ms at most)
+/// with the sandbox's cgroup accounting while the command runs: the seam for
+/// live compute metering. It can end the run through a [`StopSignal`].
+pub type TickHook = Box<dyn FnMut(&crate::cgroup::Stats) + Send>;
+
 /// One sandboxed run.
 pub struct RunSpec {
     pub policy: Policy,
@@ -81,6 +86,11 @@ pub struct RunSpec {
     pub on_listeners: Option<ListenerHook>,
     /// Ends the run when signalled (exit status 124, `stopped` says why).
     pub stop: Option<std::sync::Arc<StopSignal>>,
+    /// Live accounting: asks for a cgroup (for its CPU and memory figures)
+    /// even without a memory or process limit, and is called with its stats
+    /// on every supervisor tick. Without a cgroup it is never called, and the
+    /// `accounting` layer says so.
+    pub on_tick: Option<TickHook>,
     /// Variables set by runproof itself (e.g. proxy settings); they are not
     /// subject to the credential filter.
     pub extra_env: BTreeMap<String, String>,
@@ -98,6 +108,7 @@ impl RunSpec {
             listen_ports: Vec::new(),
             on_listeners: None,
             stop: None,
+            on_tick: None,
             extra_env: BTreeMap::new(),
             stdio: Stdio::Inherit,
         }
@@ -518,7 +529,8 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     // Limits.
     phases.mark("plan");
     let support = cgroup::detect();
-    let want_cg = policy.limits.memory.is_some() || policy.limits.pids.is_some();
+    let want_cg =
+        policy.limits.memory.is_some() || policy.limits.pids.is_some() || spec.on_tick.is_some();
     let require_cg = policy.limits.require_cgroup.unwrap_or(false);
     let cg = if want_cg {
         match Cgroup::create(
@@ -533,8 +545,8 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
                     "cgroup",
                     LayerState::Enforced,
                     format!(
-                        "{}: memory {}, pids {}",
-                        cg.version,
+                        "{}; limits: memory {}, pids {}",
+                        cg.placement(),
                         policy
                             .limits
                             .memory
@@ -669,6 +681,12 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     };
 
     let (sup_sock, child_sock) = ipc::pair().map_err(|e| SandboxError::io("socketpair", e))?;
+    let cg_entry = match &cg {
+        Some(c) => c
+            .entry()
+            .map_err(|e| SandboxError::io("open the sandbox's cgroups", e))?,
+        None => cgroup::Entry::default(),
+    };
     let hostname = CString::new("runproof").unwrap();
     let cspec = ChildSpec {
         ctrl: child_sock.as_raw_fd(),
@@ -692,6 +710,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         landlock: prepared.landlock.clone(),
         seccomp: filter,
         seccomp_listener: notify_on,
+        cgroup: cg_entry.raw(),
     };
 
     phases.mark("cgroup create");
@@ -705,6 +724,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     }
     drop(child_sock);
     drop(stdio_fds);
+    drop(cg_entry);
     let guard_a = KillOnDrop(pid_a);
     // SAFETY: pidfd_open on our own child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid_a, 0) } as RawFd;
@@ -718,6 +738,29 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
 
     phases.mark("fork");
+    let mut on_tick = spec.on_tick.take();
+    if on_tick.is_some() {
+        let live = cg
+            .as_ref()
+            .map(|c| (c.placement(), c.stats().cpu_ns.is_some()));
+        layers.push(match live {
+            Some((p, true)) => LayerStatus::new(
+                "accounting",
+                LayerState::Enforced,
+                format!("CPU time and memory read live from the cgroups ({p})"),
+            ),
+            Some((p, false)) => LayerStatus::new(
+                "accounting",
+                LayerState::Partial,
+                format!("memory read live from the cgroups ({p}); no CPU accounting, so CPU time is counted from rusage when the run ends"),
+            ),
+            None => LayerStatus::new(
+                "accounting",
+                LayerState::Unavailable,
+                "no cgroup: CPU time and memory are counted from rusage when the run ends, not live",
+            ),
+        });
+    }
     let mut sup = Supervisor {
         sock: sup_sock,
         pidfd,
@@ -744,7 +787,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let mut stopped: Option<String> = None;
     let mut cpu_exceeded = false;
     let mut interrupts = 0;
-    let mut go_sent = false;
+    let mut forked = false;
 
     // Announce the start once the command is about to exec.
     let start_event = |sup: &Supervisor| Event::Start {
@@ -794,21 +837,9 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         if fds[0].revents != 0 {
             let was_started = sup.started;
             sup.read_message();
-            if let (Some(init), false) = (sup.init_pid, go_sent) {
+            if sup.init_pid.is_some() && !forked {
+                forked = true;
                 phases.mark("user namespace");
-                // The init builds the mount view meanwhile; it forks the
-                // command only after GO, so everything the command starts is
-                // in the cgroup. (Joining a cgroup can take milliseconds.)
-                if let Some(cg) = &cg {
-                    if let Err(e) = cg.add(init) {
-                        sup.kill_all(None);
-                        return Err(SandboxError::io("join cgroup", e));
-                    }
-                }
-                ipc::send(sup.sock.as_raw_fd(), tag::GO, &[], &[])
-                    .map_err(|e| SandboxError::io("start sandbox", e))?;
-                go_sent = true;
-                phases.mark("cgroup attach");
             }
             if sup.started && !was_started {
                 phases.mark("mounts and confinement");
@@ -835,6 +866,9 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         }
         if fds[1].revents != 0 {
             break;
+        }
+        if let (Some(tick), Some(cg)) = (on_tick.as_mut(), &cg) {
+            tick(&cg.stats());
         }
         if let Some(reason) = spec.stop.as_ref().and_then(|s| s.reason()) {
             stopped = Some(reason);
@@ -914,7 +948,11 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         128 + signal.unwrap_or(libc::SIGKILL)
     };
     let (peak, peak_src) = match (stats.peak_memory, &cg) {
-        (Some(p), Some(cg)) => (Some(p), cg.version.to_string()),
+        (Some(p), Some(cg)) => (
+            Some(p),
+            cg.memory_version()
+                .map_or("cgroup".to_string(), |v| v.to_string()),
+        ),
         _ => (
             Some(ru.ru_maxrss as u64 * 1024),
             "rusage (largest single process)".to_string(),
@@ -1108,6 +1146,12 @@ impl Supervisor {
                     // Keep the init out of the OOM killer's reach when we can
                     // (root only); its death would end the run.
                     let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
+                }
+            }
+            tag::CGROUP => {
+                let how = String::from_utf8_lossy(&msg.payload).into_owned();
+                if let Some(l) = self.layers.iter_mut().find(|l| l.layer == "cgroup") {
+                    l.detail = format!("{}; entered: {how}", l.detail);
                 }
             }
             tag::ERROR => {

@@ -65,8 +65,6 @@ enum Job {
         name: CString,
         rel: String,
     },
-    /// The root, already open.
-    Root(DirFd),
     Files(Vec<FileJob>),
 }
 
@@ -460,7 +458,6 @@ fn run_worker(shared: &Shared) -> Worker {
                 // Gone, or swapped for a symlink or a file since it was listed.
                 Err(_) => w.stats.unreadable += 1,
             },
-            Job::Root(fd) => w.dir(shared.opts, fd, "", &mut produced),
             Job::Files(fs) => fs.iter().for_each(|f| w.file(shared.opts, f)),
         }
         let mut q = shared.q.lock().unwrap_or_else(|e| e.into_inner());
@@ -535,23 +532,35 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Report, ScanError> {
         } else {
             opts.threads
         };
+        // The root on this thread first: a small tree (a pre-run scan of a
+        // fresh workspace) then costs no thread start-up at all.
+        let mut first = Worker::default();
+        let mut jobs = Vec::new();
+        first.dir(opts, fd.clone(), "", &mut jobs);
         let shared = Shared {
-            q: Mutex::new(Queue {
-                jobs: vec![Job::Root(fd.clone())],
-                active: 0,
-            }),
+            q: Mutex::new(Queue { jobs, active: 0 }),
             cv: Condvar::new(),
             opts,
         };
-        let workers: Vec<Worker> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..threads.max(1))
+        let extra = if shared.q.lock().map_or(0, |q| q.jobs.len()) > 1 {
+            threads.max(1) - 1
+        } else {
+            0
+        };
+        let mut workers: Vec<Worker> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..extra)
                 .map(|_| sc.spawn(|| run_worker(&shared)))
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            let mine = run_worker(&shared);
+            std::iter::once(mine)
+                .chain(
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                )
                 .collect()
         });
+        workers.push(first);
         for w in workers {
             merge(&mut stats, &w.stats);
             sink.findings.extend(w.sink.findings);

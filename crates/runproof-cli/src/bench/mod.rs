@@ -66,14 +66,27 @@ directory, or to the suite file's directory) are made visible read-only.
 Network: each run reaches only the package registries (@pypi @npm @crates)
 through the egress proxy and model APIs through the metered gateway on
 127.0.0.1:4000 (OPENAI_BASE_URL, ANTHROPIC_BASE_URL). The gateway forwards
-with runproof's own OPENAI_API_KEY / ANTHROPIC_API_KEY, which stay on the
-host; without one it has no upstream and refuses model calls. A run that
-repeats the same model call (6 near-identical calls among its last 20) is
-stopped as a runaway loop. --allow RULE widens
-the proxy for every agent (allow in the suite for one agent; !RULE denies);
-the report says which network each run had. Every run is metered (compute,
-and model calls when there is an upstream) in the ledger (default
-~/.local/share/runproof/ledger.db; see runproof cost).
+with the host's API key (runproof's own OPENAI_API_KEY / ANTHROPIC_API_KEY,
+or key_env / key_file in runproof.toml, see runproof config), which stays on
+the host; without one it has no upstream and refuses model calls (--gateway
+refuses to start instead). --allow RULE widens the proxy for every agent
+(allow in the suite for one agent; !RULE denies); the report says which
+network each run had.
+
+Runaway loops: a run that repeats the same model call (loop.threshold
+near-identical calls among its last loop.window, 6 of 20 by default) is
+stopped as a runaway loop, also when no upstream serves the calls. Unlike
+runproof run, which only flags a loop unless loop.stop = true, bench stops
+one unless the config sets loop.stop = false: a run that loops is a wasted
+run.
+
+Cost: every run is metered, its compute (live, at the config's [compute]
+prices) and its model calls, against its budget (the suite's, else --budget,
+else the config's budget_usd; none: accounted, not capped), and stopped when
+that is spent. Each run is recorded in the ledger (--ledger, default the
+config's, else ~/.local/share/runproof/ledger.db) labelled with its instance
+id and agent name, with its verdict, so `runproof cost --by agent` or
+`--by task` reports the cost per verified fix.
 
 Writes OUT/<agent>/<instance>/{workspace,layer,audit.jsonl,agent.log,
 patch.diff,verify/,audit_report.json,cost.txt}, OUT/scoreboard.json,
@@ -114,21 +127,30 @@ pub struct BenchArgs {
     /// Wall-clock limit for each agent run, in seconds (a suite's timeout wins).
     #[arg(long, default_value_t = 600.0, value_name = "SECS")]
     timeout: f64,
-    /// Spending cap in USD for each agent run (a suite's budget wins): the
-    /// run is stopped when its model calls spend it (compute is added when
-    /// the run ends).
+    /// Spending cap in USD for each agent run, tokens and compute (a
+    /// suite's budget wins; default: the config's budget_usd): the run is
+    /// stopped when the cap is spent.
     #[arg(long, value_name = "USD")]
     budget: Option<f64>,
-    /// Upstream for OpenAI-compatible calls through the gateway.
-    #[arg(long, value_name = "URL", default_value = "https://api.openai.com")]
-    openai_base: String,
-    /// Upstream for Anthropic calls through the gateway.
-    #[arg(long, value_name = "URL", default_value = "https://api.anthropic.com")]
-    anthropic_base: String,
-    /// Model prices (LiteLLM format) on top of the bundled table.
+    /// Require a model upstream: refuse to start when the host has no API
+    /// key (without --gateway, bench runs with no upstream then, every model
+    /// call refused). Every run is metered either way.
+    #[arg(long)]
+    gateway: bool,
+    /// Upstream for OpenAI-compatible calls through the gateway (default:
+    /// from the config, else https://api.openai.com).
+    #[arg(long, value_name = "URL")]
+    openai_base: Option<String>,
+    /// Upstream for Anthropic calls through the gateway (default: from the
+    /// config, else https://api.anthropic.com).
+    #[arg(long, value_name = "URL")]
+    anthropic_base: Option<String>,
+    /// Model prices (LiteLLM format) on top of the bundled table (default:
+    /// from the config).
     #[arg(long, value_name = "FILE")]
     prices: Option<PathBuf>,
-    /// Ledger database (default: ~/.local/share/runproof/ledger.db).
+    /// Ledger database (default: from the config, else
+    /// ~/.local/share/runproof/ledger.db).
     #[arg(long, value_name = "FILE")]
     ledger: Option<PathBuf>,
     /// Output directory: new, empty, or written by an earlier bench run (replaced).
@@ -145,8 +167,8 @@ struct BenchTask {
     integrity: runproof_integrity::task::Task,
 }
 
-pub fn run(args: BenchArgs) -> ExitCode {
-    match run_inner(&args) {
+pub fn run(args: BenchArgs, config: Option<&Path>) -> ExitCode {
+    match run_inner(&args, config) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("runproof bench: {msg}");
@@ -241,17 +263,12 @@ fn claim_out(out: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
+fn run_inner(args: &BenchArgs, config: Option<&Path>) -> Result<ExitCode, String> {
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return Err(format!(
             "--timeout {} must be a positive number of seconds",
             args.timeout
         ));
-    }
-    if let Some(b) = args.budget
-        && !(b.is_finite() && b > 0.0)
-    {
-        return Err(format!("--budget {b} is not a positive amount of USD"));
     }
     let agents = agents_of(args)?;
     check_rules(&args.allow, "--allow")?;
@@ -297,14 +314,27 @@ fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
             }
         }
     }
+    // Every run is metered; the labels and the budget are set per run.
+    let cfg = crate::config::Config::load(config)?;
+    let mut gateway = crate::cmd_run::GatewaySetup::resolve(
+        &cfg,
+        &crate::cmd_run::GatewayFlags {
+            openai_base: args.openai_base.as_deref(),
+            anthropic_base: args.anthropic_base.as_deref(),
+            budget: args.budget,
+            prices: args.prices.as_deref(),
+            ledger: args.ledger.as_deref(),
+        },
+    )?;
+    gateway.require_upstream = args.gateway;
+    gateway.loops = cfg.loops_with_default_stop(true).0;
+    // Reads the keys once: a missing or unreadable one is refused now
+    // rather than once per run.
+    let upstream = upstream_desc(&gateway)?;
     // Open (and create) the ledger once before runs open it in parallel,
     // and find a broken one before any agent runs.
-    let ledger_path = match &args.ledger {
-        Some(p) => p.clone(),
-        None => runproof_ledger::default_path().map_err(|e| e.to_string())?,
-    };
-    runproof_ledger::Ledger::open(&ledger_path)
-        .map_err(|e| format!("ledger {}: {e}", ledger_path.display()))?;
+    runproof_ledger::Ledger::open(&gateway.ledger)
+        .map_err(|e| format!("ledger {}: {e}", gateway.ledger.display()))?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create --out {}: {e}", args.out.display()))?;
     let out = args
@@ -323,13 +353,8 @@ fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
         reruns: 0,
         keep_workspaces: false,
     };
-    let upstream = upstream_desc(args);
     let ctx = Ctx {
-        openai_base: args.openai_base.clone(),
-        anthropic_base: args.anthropic_base.clone(),
-        prices: args.prices.clone(),
-        ledger: ledger_path,
-        budget: args.budget,
+        gateway,
         allow: args.allow.clone(),
         allow_address: args.allow_address.clone(),
         timeout: args.timeout,
@@ -409,22 +434,26 @@ fn run_inner(args: &BenchArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// Where the gateway sends model calls, in words.
-fn upstream_desc(args: &BenchArgs) -> String {
-    let key = |v: &str| std::env::var(v).is_ok_and(|k| !k.is_empty());
+/// Where the gateway sends model calls, in words; an error when it needs
+/// an upstream and has none, or a configured key file cannot be read.
+fn upstream_desc(g: &crate::cmd_run::GatewaySetup) -> Result<String, String> {
+    let (openai, anthropic) = g.upstreams()?;
     let mut ups = Vec::new();
-    if key("OPENAI_API_KEY") {
-        ups.push(format!("OpenAI API at {}", args.openai_base));
+    if let Some(u) = openai {
+        ups.push(format!("OpenAI API at {}", u.base_url));
     }
-    if key("ANTHROPIC_API_KEY") {
-        ups.push(format!("Anthropic API at {}", args.anthropic_base));
+    if let Some(u) = anthropic {
+        ups.push(format!("Anthropic API at {}", u.base_url));
     }
-    if ups.is_empty() {
-        "no upstream: no OPENAI_API_KEY or ANTHROPIC_API_KEY on the host, so model calls are refused"
-            .into()
+    Ok(if ups.is_empty() {
+        format!(
+            "no upstream: no API key on the host ({} or {}), so model calls are refused",
+            g.openai_key.name(),
+            g.anthropic_key.name()
+        )
     } else {
         ups.join(" and ")
-    }
+    })
 }
 
 /// The network of a run with these rules beyond the defaults, in short:
@@ -530,12 +559,9 @@ fn load(path: &Path, only: &[String]) -> Result<Vec<BenchTask>, String> {
 }
 
 struct Ctx {
-    openai_base: String,
-    anthropic_base: String,
-    prices: Option<PathBuf>,
-    ledger: PathBuf,
-    /// `--budget`, per run (an agent's own budget wins).
-    budget: Option<f64>,
+    /// The metered gateway of every run (each run adds its labels, and an
+    /// agent's own budget wins).
+    gateway: crate::cmd_run::GatewaySetup,
     /// `--allow`, for every agent.
     allow: Vec<String>,
     allow_address: Vec<std::net::IpAddr>,
@@ -635,13 +661,10 @@ impl Ctx {
             audit: Some(&audit_path),
             allow_address: &self.allow_address,
             gateway: Some(crate::cmd_run::GatewaySetup {
-                require_upstream: false,
-                task: Some(&t.grade.instance_id),
-                openai_base: &self.openai_base,
-                anthropic_base: &self.anthropic_base,
-                budget: agent.budget.or(self.budget),
-                prices: self.prices.as_deref(),
-                ledger: Some(&self.ledger),
+                task: Some(t.grade.instance_id.clone()),
+                agent: Some(agent.name.clone()),
+                budget: agent.budget.or(self.gateway.budget),
+                ..self.gateway.clone()
             }),
         };
         let metering = crate::cmd_run::attach_network(&mut spec, &setup, gate.clone())?;
@@ -674,11 +697,17 @@ impl Ctx {
             let _ = std::fs::write(dir.join("cost.txt"), format!("{}\n", m.finish(&outcome)));
             row.cost_usd = Some(m.spent_usd());
         }
-        row.stopped = outcome
-            .exit
-            .stopped
-            .as_deref()
-            .map(|s| report::bound(s, 100));
+        row.stopped = metering
+            .as_ref()
+            .and_then(|m| m.stop_reason())
+            .map(str::to_string)
+            .or_else(|| {
+                outcome
+                    .exit
+                    .stopped
+                    .as_deref()
+                    .map(|s| report::bound(s, 100))
+            });
         row.agent_exit = Some(outcome.exit.exit_status);
         row.agent_timed_out = outcome.exit.timed_out;
         row.agent_cpu_s = outcome.exit.user_cpu_s + outcome.exit.system_cpu_s;
@@ -703,7 +732,7 @@ impl Ctx {
             .grade(&t.grade, &agent.name, choice, &dir.join("verify"));
         row.resolved = rep.resolved;
         if let Some(m) = &metering {
-            m.record_verdict(&t.grade.instance_id, rep.resolved);
+            m.record_verdict(&t.grade.instance_id, rep.status.name(), rep.resolved);
         }
         row.verdict = rep.status.name().to_string();
         row.infrastructure = rep.status.is_infrastructure();

@@ -84,6 +84,43 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// Largest key file read (a key is a line of text).
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// Read an API key from a file on the host: one line, surrounding
+/// whitespace trimmed. Refuses an empty key, a huge file, and control
+/// characters (a key is sent as a header; a newline in it would add headers).
+/// The error names the file, never the content.
+pub fn read_key_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)
+        .map_err(|e| format!("cannot read API key file {}: {e}", path.display()))?;
+    let mut text = String::new();
+    f.take(MAX_KEY_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read API key file {}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(format!(
+            "API key file {} is over {MAX_KEY_FILE} bytes; it should hold only the key",
+            path.display()
+        ));
+    }
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(format!(
+            "API key file {} is empty; write the key into it",
+            path.display()
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(format!(
+            "API key file {} holds more than one line or control characters; it should hold only the key",
+            path.display()
+        ));
+    }
+    Ok(key.to_string())
+}
+
 /// Runaway-loop detection: `threshold` near-identical requests among the
 /// last `window` flag the run, and so does spending more than
 /// `max_usd_without_change` since the caller last reported a change in the
