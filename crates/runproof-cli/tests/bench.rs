@@ -499,6 +499,11 @@ fn bad_input_is_refused_with_exit_2() {
             vec!["--agent", &*agent("reasoner"), "--instance", "nope"],
             "no tasks",
         ),
+        // --gateway requires a model upstream, and there is no key.
+        (
+            vec!["--agent", &*agent("reasoner"), "--gateway"],
+            "the metered gateway needs an API key: set OPENAI_API_KEY or ANTHROPIC_API_KEY",
+        ),
     ] {
         let mut a = vec!["--tasks", "examples/tasks.jsonl", "--out"];
         a.push(out.to_str().unwrap());
@@ -712,6 +717,93 @@ fn overspender_under_a_budget_is_metered_and_stopped() {
     );
 }
 
+/// Writes `text` as a runproof.toml only its owner can write.
+fn config_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+#[test]
+fn bench_stops_a_runaway_loop_unless_the_config_says_loop_stop_false() {
+    build_examples();
+    let tmp = tempfile::tempdir().unwrap();
+    // 100 identical calls, no upstream: each is refused, and the
+    // threshold-th of them (6 of the last 20 by default) is a loop.
+    let template = format!(
+        "looper={} http://127.0.0.1:4000/v1/chat/completions 100",
+        agent("overspender")
+    );
+    // (config, stopped, the call the gateway refuses as a loop, 1-based)
+    for (i, (config, stops, loop_call)) in [
+        (None, true, Some(6)),
+        (Some("[loop]\nstop = false\n"), false, None),
+        (Some("[loop]\nthreshold = 3\n"), true, Some(3)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = tmp.path().join(format!("out-{i}"));
+        let mut a = vec![
+            "--tasks",
+            "examples/tasks.jsonl",
+            "--instance",
+            "py-stats-1",
+            "--agent",
+            &template,
+            "--timeout",
+            "60",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let cfg = config.map(|c| config_file(tmp.path(), &format!("c{i}.toml"), c));
+        if let Some(c) = &cfg {
+            a.extend(["--config", c.to_str().unwrap()]);
+        }
+        let o = bench(&a, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let b = scoreboard(&out);
+        let r = row(&b, "py-stats-1");
+        let calls = r["model_calls"].as_u64().unwrap();
+        assert_eq!(r["model_calls_refused"].as_u64(), Some(calls), "{r:#}");
+        let events: Vec<serde_json::Value> =
+            std::fs::read_to_string(run_dir(&out, r).join("audit.jsonl"))
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+        let reasons: Vec<&str> = events
+            .iter()
+            .filter(|v| v["event"] == "request" && v["component"] == "gateway")
+            .map(|v| v["reason"].as_str().unwrap_or(""))
+            .collect();
+        let first_loop = reasons
+            .iter()
+            .position(|r| r.contains("runaway loop"))
+            .map(|i| i + 1);
+        assert_eq!(first_loop, loop_call, "{config:?}: {reasons:?}");
+        let exit = events
+            .iter()
+            .find(|v| v["event"] == "exit")
+            .expect("an exit event");
+        if stops {
+            assert_eq!(r["stopped"], "runaway_loop", "{config:?}: {r:#}");
+            assert_eq!(r["agent_exit"], 124, "{r:#}");
+            assert!(calls < 100, "{config:?}: {r:#}");
+            assert!(
+                exit["stopped"].as_str().unwrap().contains("runaway loop"),
+                "{exit}"
+            );
+        } else {
+            assert!(r["stopped"].is_null(), "flagged, not stopped: {r:#}");
+            assert!(exit["stopped"].is_null(), "{exit}");
+            assert_eq!((r["agent_exit"].as_i64(), calls), (Some(1), 100), "{r:#}");
+        }
+    }
+}
+
 #[test]
 fn metered_runs_record_verdicts_for_cost_per_verified_fix() {
     build_examples();
@@ -762,6 +854,32 @@ fn metered_runs_record_verdicts_for_cost_per_verified_fix() {
             .is_some_and(|c| c > 0.0),
         "{v:#}"
     );
+    // The run is labelled with its instance id and agent name, so grouping
+    // by either joins the run's cost with its verdict.
+    let name = r["agent"].as_str().unwrap();
+    for (by, key) in [("agent", name), ("task", "py-stats-1")] {
+        let c = Command::new(env!("CARGO_BIN_EXE_runproof"))
+            .args(["cost", "--format", "json", "--by", by, "--ledger"])
+            .arg(&ledger)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&c.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&c.stderr)));
+        let rows = v["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{v:#}");
+        let row = &rows[0];
+        assert_eq!(row["key"], key, "{v:#}");
+        assert_eq!(
+            (row["runs"].as_u64(), row["verified_fixes"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert!(
+            row["cost_per_verified_fix_usd"]
+                .as_f64()
+                .is_some_and(|c| c > 0.0 && c < 0.01),
+            "{v:#}"
+        );
+    }
 }
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
