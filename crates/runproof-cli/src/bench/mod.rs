@@ -697,17 +697,11 @@ impl Ctx {
             let _ = std::fs::write(dir.join("cost.txt"), format!("{}\n", m.finish(&outcome)));
             row.cost_usd = Some(m.spent_usd());
         }
+        // Only the metering stops a bench run; it keeps the reason's name.
         row.stopped = metering
             .as_ref()
             .and_then(|m| m.stop_reason())
-            .map(str::to_string)
-            .or_else(|| {
-                outcome
-                    .exit
-                    .stopped
-                    .as_deref()
-                    .map(|s| report::bound(s, 100))
-            });
+            .map(str::to_string);
         row.agent_exit = Some(outcome.exit.exit_status);
         row.agent_timed_out = outcome.exit.timed_out;
         row.agent_cpu_s = outcome.exit.user_cpu_s + outcome.exit.system_cpu_s;
