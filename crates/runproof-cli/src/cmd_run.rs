@@ -254,7 +254,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
         g.shutdown();
     }
     if let (Some(m), Ok(out)) = (&metering, &result) {
-        m.finish(out);
+        eprintln!("runproof: {}", m.finish(out));
     }
     match result {
         Ok(out) => {
@@ -288,7 +288,9 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
                     );
                 }
             }
-            if out.exit.timed_out {
+            if let Some(why) = &out.exit.stopped {
+                eprintln!("runproof: stopped: {why}; the sandbox was killed");
+            } else if out.exit.timed_out {
                 eprintln!(
                     "runproof: timed out after {:.1}s; the sandbox was killed",
                     out.exit.wall_s
@@ -297,8 +299,6 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
                 eprintln!("runproof: the memory limit was reached; the sandbox was killed");
             } else if out.exit.cpu_limit_exceeded {
                 eprintln!("runproof: the CPU-time limit was reached; the sandbox was killed");
-            } else if let Some(why) = &out.exit.stopped {
-                eprintln!("runproof: stopped: {why}; the sandbox was killed");
             }
             match args.format {
                 Some(Format::Json) => {
@@ -458,11 +458,30 @@ impl runproof_net::AuditSink for ProxyAudit {
     }
 }
 
+/// Ends a metered run, whoever decides it (the gateway, the compute meter):
+/// the message goes to the sandbox (`exit.stopped` in the audit log, the
+/// `stopped:` line on stderr) and the reason's name ([`stop_reason`]) is
+/// kept for the caller (bench's `stopped`). The first stop wins for both.
+struct RunStop {
+    signal: Arc<runproof_sandbox::StopSignal>,
+    name: Mutex<Option<&'static str>>,
+}
+
+impl RunStop {
+    fn stop(&self, reason: &runproof_net::StopReason, message: impl Into<String>) {
+        let mut name = self.name.lock().unwrap_or_else(|e| e.into_inner());
+        if name.is_none() {
+            *name = Some(stop_reason(reason));
+            self.signal.stop(message);
+        }
+    }
+}
+
 /// Compute of one run, charged against its budget as it accrues.
 struct ComputeMeter {
     price: runproof_ledger::ComputePrice,
     budget: Arc<runproof_ledger::Budget>,
-    stop: Arc<runproof_sandbox::StopSignal>,
+    stop: Arc<RunStop>,
     last: Option<std::time::Instant>,
     /// CPU-seconds so far (from the cgroup).
     cpu_s: f64,
@@ -492,13 +511,16 @@ impl ComputeMeter {
         self.charge_to(self.price.cost(self.cpu_s, self.gib_s));
         if self.budget.is_exhausted() {
             let st = self.budget.status();
-            self.stop.stop(format!(
-                "budget exhausted: ${:.4} of ${:.4} spent, compute ${:.4} of it ({:.1} CPU-seconds)",
-                st.spent,
-                st.limit.unwrap_or(0.0),
-                self.charged,
-                self.cpu_s
-            ));
+            self.stop.stop(
+                &runproof_net::StopReason::BudgetExhausted,
+                format!(
+                    "budget exhausted: ${:.4} of ${:.4} spent, compute ${:.4} of it ({:.1} CPU-seconds)",
+                    st.spent,
+                    st.limit.unwrap_or(0.0),
+                    self.charged,
+                    self.cpu_s
+                ),
+            );
         }
     }
 
@@ -520,6 +542,7 @@ pub(crate) struct Metering {
     writer: runproof_ledger::LedgerWriter,
     budget: Arc<runproof_ledger::Budget>,
     compute: Arc<Mutex<ComputeMeter>>,
+    stop: Arc<RunStop>,
 }
 
 impl Metering {
@@ -543,14 +566,21 @@ impl Metering {
         }
     }
 
+    /// Why the run was stopped, by name (`budget_exhausted`,
+    /// `runaway_loop`), when runproof stopped it.
+    pub(crate) fn stop_reason(&self) -> Option<&'static str> {
+        *self.stop.name.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Spent so far: model calls, plus compute once `finish` ran.
     pub(crate) fn spent_usd(&self) -> f64 {
         self.budget.status().spent
     }
 
-    /// Charge the run's compute (what the live meter has not charged yet),
-    /// close the run in the ledger, report spend.
-    pub(crate) fn finish(&self, out: &runproof_sandbox::RunOutcome) {
+    /// Charge the run's compute (what the live meter has not charged yet)
+    /// and close the run in the ledger. Returns the one-line summary of what
+    /// the run spent, for the caller to print or keep.
+    pub(crate) fn finish(&self, out: &runproof_sandbox::RunOutcome) -> String {
         let x = &out.exit;
         let mut m = self.compute.lock().unwrap_or_else(|e| e.into_inner());
         // The live figures, or rusage and the peak when there were none (or
@@ -597,8 +627,8 @@ impl Metering {
             Err(e) => eprintln!("runproof: could not open the ledger: {e}"),
         }
         let st = self.budget.status();
-        eprintln!(
-            "runproof: run {}{} spent ${:.4} (compute ${cost:.4}, {cpu:.1} CPU-seconds){}",
+        format!(
+            "run {}{} spent ${:.4} (compute ${cost:.4}, {cpu:.1} CPU-seconds){}",
             self.run_id,
             self.task
                 .as_deref()
@@ -606,7 +636,17 @@ impl Metering {
                 .unwrap_or_default(),
             st.spent,
             st.limit.map(|l| format!(" of ${l:.2}")).unwrap_or_default()
-        );
+        )
+    }
+}
+
+/// The name a stop is reported under ([`Metering::stop_reason`]; bench's
+/// `stopped` in the scoreboard). The audit log's `exit.stopped` holds the
+/// message, which says the same in words.
+pub(crate) fn stop_reason(r: &runproof_net::StopReason) -> &'static str {
+    match r {
+        runproof_net::StopReason::BudgetExhausted => "budget_exhausted",
+        runproof_net::StopReason::RunawayLoop => "runaway_loop",
     }
 }
 
@@ -623,6 +663,11 @@ pub(crate) struct NetSetup<'a> {
 /// The metered gateway's settings for one run, flags over the config file.
 #[derive(Clone, Debug)]
 pub(crate) struct GatewaySetup {
+    /// Refuse to start without an API key on the host (`run --gateway`,
+    /// the default of `resolve`). Without it the gateway serves with no
+    /// upstream: every model call is refused (and still audited and
+    /// loop-checked), compute is metered (`bench`).
+    pub require_upstream: bool,
     pub openai_base: String,
     pub anthropic_base: String,
     pub openai_key: KeySource,
@@ -654,6 +699,7 @@ impl GatewaySetup {
             return Err(format!("--budget {b} is not a positive amount of USD"));
         }
         Ok(GatewaySetup {
+            require_upstream: true,
             openai_base: cfg.base_url(Provider::OpenAi, f.openai_base).0,
             anthropic_base: cfg.base_url(Provider::Anthropic, f.anthropic_base).0,
             openai_key: cfg.key(Provider::OpenAi).0,
@@ -668,8 +714,10 @@ impl GatewaySetup {
         })
     }
 
-    /// The upstreams, with their keys read now. An error when there is no
-    /// key at all, or a configured key file cannot be read.
+    /// The upstreams, with their keys read now. An error when a configured
+    /// key file cannot be read, or when there is no key at all and the
+    /// setup requires an upstream (`require_upstream`); without that
+    /// requirement no key means no upstream (both `None`).
     pub(crate) fn upstreams(
         &self,
     ) -> Result<
@@ -687,15 +735,11 @@ impl GatewaySetup {
         };
         let openai = up(&self.openai_base, &self.openai_key)?;
         let anthropic = up(&self.anthropic_base, &self.anthropic_key)?;
-        if openai.is_none() && anthropic.is_none() {
-            let name = |k: &KeySource| match k {
-                KeySource::Env(v) => v.clone(),
-                KeySource::File(p) => p.display().to_string(),
-            };
+        if self.require_upstream && openai.is_none() && anthropic.is_none() {
             return Err(format!(
                 "the metered gateway needs an API key: set {} or {} in runproof's environment, or key_env / key_file in the config (the keys stay on the host; the sandbox never sees them)",
-                name(&self.openai_key),
-                name(&self.anthropic_key)
+                self.openai_key.name(),
+                self.anthropic_key.name()
             ));
         }
         Ok((openai, anthropic))
@@ -744,7 +788,8 @@ pub(crate) fn attach_network(
         let ledger_path = gw.ledger.clone();
         let ledger = runproof_ledger::Ledger::open(&ledger_path)
             .map_err(|e| format!("ledger {}: {e}", ledger_path.display()))?;
-        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        // Unique within the process too: bench starts runs in parallel.
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let run_id = format!(
             "run-{}-{}-{}",
             runproof_ledger::time::unix_ms(),
@@ -762,8 +807,12 @@ pub(crate) fn attach_network(
             .map_err(|e| format!("ledger {}: {e}", ledger_path.display()))?;
         let writer = runproof_ledger::LedgerWriter::spawn(ledger);
         let budget = runproof_ledger::Budget::new(gw.budget);
-        let stop = Arc::new(runproof_sandbox::StopSignal::default());
-        spec.stop = Some(stop.clone());
+        let signal = Arc::new(runproof_sandbox::StopSignal::default());
+        spec.stop = Some(signal.clone());
+        let stop = Arc::new(RunStop {
+            signal,
+            name: Mutex::new(None),
+        });
         let compute = Arc::new(Mutex::new(ComputeMeter {
             price: gw.compute,
             budget: budget.clone(),
@@ -778,18 +827,24 @@ pub(crate) fn attach_network(
         spec.on_tick = Some(Box::new(move |stats| {
             meter.lock().unwrap_or_else(|e| e.into_inner()).tick(stats);
         }));
-        let (b, stop_loops) = (budget.clone(), gw.loops.stop);
+        let (b, stop_loops, run_stop) = (budget.clone(), gw.loops.stop, stop.clone());
         let on_stop = move |reason: runproof_net::StopReason| match reason {
             runproof_net::StopReason::BudgetExhausted => {
                 let st = b.status();
-                stop.stop(format!(
-                    "budget exhausted: ${:.4} of ${:.4} spent (model calls and compute)",
-                    st.spent,
-                    st.limit.unwrap_or(0.0)
-                ));
+                run_stop.stop(
+                    &reason,
+                    format!(
+                        "budget exhausted: ${:.4} of ${:.4} spent (model calls and compute)",
+                        st.spent,
+                        st.limit.unwrap_or(0.0)
+                    ),
+                );
             }
             runproof_net::StopReason::RunawayLoop if stop_loops => {
-                stop.stop("runaway loop: near-identical model requests repeated (loop.stop = true in the config)");
+                run_stop.stop(
+                    &reason,
+                    "runaway loop: near-identical model requests repeated (the loop policy says stop)",
+                );
             }
             runproof_net::StopReason::RunawayLoop => {}
         };
@@ -814,6 +869,7 @@ pub(crate) fn attach_network(
             writer,
             budget,
             compute,
+            stop,
         });
         Some(g)
     } else {

@@ -53,6 +53,7 @@ directory. Flags override the file. Every key is optional:
   window = 20                       # the last N requests...
   threshold = 6                     # ...of which this many near-identical flag a loop
   stop = false                      # true: stop the run when a loop is flagged
+                                    # (unset: run flags, bench stops)
 
 Relative paths are relative to the file's directory; ~/ is the home directory.";
 
@@ -128,6 +129,14 @@ impl KeySource {
         match self {
             KeySource::Env(v) => Ok(std::env::var(v).ok().filter(|k| !k.trim().is_empty())),
             KeySource::File(p) => runproof_net::read_key_file(p).map(Some),
+        }
+    }
+
+    /// The variable or file the key is read from, for messages.
+    pub fn name(&self) -> String {
+        match self {
+            KeySource::Env(v) => v.clone(),
+            KeySource::File(p) => p.display().to_string(),
         }
     }
 
@@ -387,8 +396,20 @@ impl Config {
         }
     }
 
+    /// The loop policy of `runproof run` and `runproof gateway`: a loop is
+    /// flagged, and stops the run only with `loop.stop = true`.
     pub fn loops(&self) -> (LoopPolicy, Source) {
-        let d = LoopPolicy::default();
+        self.loops_with_default_stop(LoopPolicy::default().stop)
+    }
+
+    /// The loop policy with `stop` as `default_stop` unless the file sets
+    /// `loop.stop`. `runproof bench` passes true: a run that loops is a
+    /// wasted run.
+    pub fn loops_with_default_stop(&self, default_stop: bool) -> (LoopPolicy, Source) {
+        let d = LoopPolicy {
+            stop: default_stop,
+            ..LoopPolicy::default()
+        };
         match &self.data.loops {
             None => (d, Source::Default),
             Some(l) => (
@@ -448,6 +469,8 @@ impl Config {
         out.push(("loop.window", l.window.to_string(), s));
         out.push(("loop.threshold", l.threshold.to_string(), s));
         out.push(("loop.stop", l.stop.to_string(), s));
+        let (bl, bs) = self.loops_with_default_stop(true);
+        out.push(("loop.stop (bench)", bl.stop.to_string(), bs));
         match self.ledger(None) {
             Ok((p, s)) => out.push(("ledger", p.display().to_string(), s)),
             Err(e) => out.push(("ledger", e, Source::Default)),
@@ -677,6 +700,8 @@ stop = true
         assert!((cp.usd_per_gib_second - 0.0001).abs() < 1e-12);
         let (l, _) = c.loops();
         assert_eq!((l.window, l.threshold, l.stop), (20, 3, true));
+        // A loop.stop in the file wins over bench's default too.
+        assert!(c.loops_with_default_stop(false).0.stop);
         assert_eq!(c.hourly_rate(None), (None, Source::Default));
         let keys: Vec<_> = c.effective().iter().map(|e| e.0).collect();
         assert!(keys.contains(&"openai.key") && keys.contains(&"ledger"));
@@ -721,6 +746,24 @@ stop = true
         }
         let e = Config::load(Some(&d.path().join("none.toml"))).unwrap_err();
         assert!(e.contains("none.toml") && e.contains("--config"), "{e}");
+    }
+
+    #[test]
+    fn bench_stops_loops_unless_the_file_sets_loop_stop() {
+        let d = tempfile::tempdir().unwrap();
+        let none = Config::default();
+        assert!(!none.loops().0.stop, "run only flags a loop by default");
+        assert!(none.loops_with_default_stop(true).0.stop);
+        for (text, run_stop, bench_stop) in [
+            ("[loop]\nthreshold = 3", false, true),
+            ("[loop]\nstop = false", false, false),
+            ("[loop]\nstop = true", true, true),
+        ] {
+            let c = Config::load(Some(&write(d.path(), text))).unwrap();
+            assert_eq!(c.loops().0.stop, run_stop, "{text}");
+            let (l, s) = c.loops_with_default_stop(true);
+            assert_eq!((l.stop, s), (bench_stop, Source::File), "{text}");
+        }
     }
 
     #[test]

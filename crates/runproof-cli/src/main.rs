@@ -70,7 +70,8 @@ enum Command {
     /// Grade SWE-bench predictions in parallel, resumable (exit 0 when every instance was graded).
     #[command(after_help = verdicts::EVAL_HELP)]
     Eval(verdicts::EvalCmd),
-    /// Run an agent over a task suite: sandboxed, verified, audited for retrieval; scoreboard and HTML report.
+    /// Run agents over a task suite and compare them: sandboxed, verified, audited for retrieval,
+    /// metered; scoreboard and HTML report.
     #[command(after_help = bench::BENCH_HELP)]
     Bench(Box<bench::BenchArgs>),
     /// Task-set tools.

@@ -349,6 +349,10 @@ fn parse_jsonl(text: &str, b: &mut Builder) -> std::result::Result<(), String> {
                 let url = if url.starts_with('/') {
                     // Proxy logs of plain HTTP may hold only the path.
                     format!("http://{}{url}", s(&v, "host").unwrap_or_default())
+                } else if !url.contains("://") {
+                    // CONNECT and SOCKS requests name only `host:port`.
+                    let port = v.get("port").and_then(Value::as_u64).unwrap_or(443);
+                    format!("{}://{url}/", if port == 80 { "http" } else { "https" })
                 } else {
                     url
                 };

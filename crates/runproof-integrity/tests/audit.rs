@@ -303,3 +303,32 @@ fn connect_only_proxy_log_confirms_a_clone_seen_in_exec() {
 "#;
     assert_eq!(run(log, Format::Runproof, task()).label, Label::Suspicious);
 }
+
+#[test]
+fn connect_requests_as_the_egress_proxy_logs_them_name_their_host() {
+    // runproof's proxy writes a CONNECT's target in authority form.
+    let exec = r#"{"event":"exec","pid":5,"path":"/usr/bin/curl","argv":["curl","-sSf","https://github.com/o/area/pull/12.diff"],"cwd":"/w","t":1}"#;
+    let req = |decision: &str| {
+        format!(
+            r#"{{"event":"request","component":"proxy","protocol":"connect","host":"github.com","port":443,"method":"CONNECT","url":"github.com:443","decision":"{decision}"}}"#
+        )
+    };
+    let r = run(
+        &format!("{exec}\n{}\n", req("allowed")),
+        Format::Runproof,
+        task(),
+    );
+    assert_eq!(r.label, Label::Retrieved, "{r:#?}");
+    let r = run(
+        &format!("{exec}\n{}\n", req("denied")),
+        Format::Runproof,
+        task(),
+    );
+    assert_eq!(r.label, Label::Suspicious, "{r:#?}");
+    assert!(
+        r.evidence
+            .iter()
+            .any(|e| e.detail.contains("the proxy blocked this host")),
+        "{r:#?}"
+    );
+}

@@ -686,4 +686,29 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn runs_without_model_calls_cost_zero_tokens_not_minus_zero() {
+        // bench's offline runs: compute recorded, no request. An empty f64
+        // sum is -0.0 in Rust, which printed as "tokens $-0.0000".
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("l.db")).unwrap();
+        run(&l, "a", "t1", "agent-x");
+        l.record_compute(&ComputeRecord {
+            run_id: Some("a".into()),
+            ts_ms: 150,
+            cpu_seconds: 1.0,
+            mem_gib_seconds: 0.1,
+            cost_usd: 0.002,
+        })
+        .unwrap();
+        for by in [GroupBy::Model, GroupBy::Task, GroupBy::Agent, GroupBy::Run] {
+            let r = report(&l, by);
+            assert!(r.token_cost_usd.is_sign_positive(), "{by:?}");
+            assert!(r.rows.iter().all(|x| x.cost_usd.is_sign_positive()));
+            let text = render_text(&r);
+            assert!(!text.contains("-0.0"), "{by:?}: {text}");
+            assert!(text.contains("tokens  $0.0000"), "{text}");
+        }
+    }
 }

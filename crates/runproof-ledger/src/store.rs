@@ -189,6 +189,28 @@ pub fn default_path() -> Result<PathBuf, LedgerError> {
     Ok(PathBuf::from(home).join(".local/share/runproof/ledger.db"))
 }
 
+/// How long a connection waits for another one's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Switch the database to WAL (a setting stored in the file). While another
+/// connection opens the same new database, SQLite refuses the switch at once
+/// with SQLITE_BUSY instead of waiting on the busy handler, so retry within
+/// the busy timeout.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            res => return res,
+        }
+    }
+}
+
 /// A connection to the ledger database.
 pub struct Ledger {
     conn: Connection,
@@ -210,10 +232,8 @@ impl Ledger {
             source,
         };
         let conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        set_wal(&conn).map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
         let mut l = Ledger { conn, path: p };
@@ -236,27 +256,42 @@ impl Ledger {
 
     fn migrate(&mut self) -> Result<(), LedgerError> {
         let known = MIGRATIONS.len() as i64;
+        let too_new = |found| LedgerError::TooNew {
+            path: self.path.clone(),
+            found,
+            known,
+        };
         let found = self.schema_version()?;
         if found > known {
-            return Err(LedgerError::TooNew {
-                path: self.path.clone(),
-                found,
-                known,
-            });
+            return Err(too_new(found));
         }
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let path = self.path.clone();
-            let sql = |source| LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            };
-            let tx = self.conn.transaction().map_err(sql)?;
+        if found == known {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let sql = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // Take the write lock first (BEGIN IMMEDIATE, waiting up to the busy
+        // timeout), then read the version again: another process or thread
+        // may have migrated the database since, and running its migrations
+        // a second time fails ("table runs already exists").
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        if found > known {
+            return Err(too_new(found));
+        }
+        for m in MIGRATIONS.iter().skip(found as usize) {
             tx.execute_batch(m).map_err(sql)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
-                .map_err(sql)?;
-            tx.commit().map_err(sql)?;
         }
-        Ok(())
+        tx.pragma_update(None, "user_version", known).map_err(sql)?;
+        tx.commit().map_err(sql)
     }
 
     pub fn start_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
@@ -638,6 +673,49 @@ mod tests {
         let l = Ledger::open(&p).unwrap(); // reopen: no re-migration
         let rs = l.requests(Some("r1")).unwrap();
         assert_eq!(rs, vec![rec("gpt-4o", Some(0.5)), rec("mystery", None)]);
+    }
+
+    #[test]
+    fn a_new_database_opened_by_many_at_once_is_migrated_once() {
+        // Several openers race to create and migrate the same new file,
+        // as bench's parallel runs or two runproof processes do. Each round
+        // starts them together on a database that does not exist yet.
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join(format!("race-{round}/ledger.db"));
+            let n = 8;
+            let gate = std::sync::Barrier::new(n);
+            let results: Vec<Result<i64, String>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..n)
+                    .map(|_| {
+                        s.spawn(|| {
+                            gate.wait();
+                            Ledger::open(&p)
+                                .and_then(|l| l.schema_version())
+                                .map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for r in results {
+                assert_eq!(r, Ok(MIGRATIONS.len() as i64), "round {round}");
+            }
+            let l = Ledger::open(&p).unwrap();
+            let mode: String = l
+                .conn()
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal", "round {round}");
+            l.start_run(&RunRecord {
+                id: "r".into(),
+                task: None,
+                agent: None,
+                started_ms: 1,
+                budget_usd: None,
+            })
+            .unwrap();
+        }
     }
 
     #[test]

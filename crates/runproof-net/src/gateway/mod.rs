@@ -726,6 +726,22 @@ impl Inner {
         false
     }
 
+    /// Feed a request that cannot be served to the loop detector; true when
+    /// it reached the loop threshold.
+    async fn note_unserved(&self, body: Incoming) -> bool {
+        let Ok(bytes) = Limited::new(body, self.max_body).collect().await else {
+            return false;
+        };
+        let bytes = bytes.to_bytes();
+        let Ok(head) = serde_json::from_slice::<RequestHead>(&bytes) else {
+            return false;
+        };
+        let Some(model) = head.model.as_ref().and_then(Value::as_str) else {
+            return false;
+        };
+        loop_fingerprint(model, head.messages.or(head.input)).is_some_and(|fp| self.note_loop(fp))
+    }
+
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<GwBody> {
         let start = Instant::now();
         let ts_ms = runproof_ledger::time::unix_ms();
@@ -759,6 +775,17 @@ impl Inner {
             _ => self.openai.as_ref(),
         };
         let Some(target) = target else {
+            // An agent that keeps sending a call nothing can serve is as
+            // stuck as one repeating a served call: the loop detector sees it.
+            let looping = self.loop_flagged.load(Ordering::Relaxed)
+                || (self.loops.window > 0 && self.note_unserved(req.into_body()).await);
+            if looping && self.loops.stop {
+                return deny(
+                    ev,
+                    ErrKind::Loop,
+                    "runaway loop: the same request keeps repeating; the run is stopped".into(),
+                );
+            }
             return deny(
                 ev,
                 ErrKind::Unavailable,
