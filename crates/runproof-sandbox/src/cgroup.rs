@@ -632,8 +632,11 @@ fn remove_stale(base: &Path) {
     let Ok(rd) = fs::read_dir(base) else { return };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        // runproof-<pid>-<n> (a sandbox) or runproof-supervisor-<pid> (the
+        // leaf a supervisor moved itself into on v2).
         let Some(pid) = name
-            .strip_prefix("runproof-")
+            .strip_prefix("runproof-supervisor-")
+            .or_else(|| name.strip_prefix("runproof-"))
             .and_then(|r| r.split('-').next())
             .and_then(|p| p.parse::<i32>().ok())
         else {
