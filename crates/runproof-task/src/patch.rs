@@ -8,7 +8,7 @@
 //! and finally `patch -p1 --fuzz=3` (only for plain text patches), resetting
 //! the touched files between attempts.
 
-use crate::env::git;
+use crate::env::Tree;
 use crate::model::truncate;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -456,14 +456,15 @@ fn run_tool(mut c: Command, name: &str) -> Result<(bool, String), PatchError> {
 /// Restores `paths` to their state at `HEAD` (the base commit): tracked files
 /// are checked out, files absent at `HEAD` are removed. Untracked files the
 /// environment setup created elsewhere are left alone.
-pub fn restore_paths(ws: &Path, paths: &BTreeSet<String>) -> Result<(), PatchError> {
+pub fn restore_paths(tree: &Tree, paths: &BTreeSet<String>) -> Result<(), PatchError> {
+    let ws = tree.work.as_path();
     if paths.is_empty() {
         return Ok(());
     }
     for p in paths {
         check_path(p)?;
     }
-    let mut c = git(ws);
+    let mut c = tree.git();
     c.args(["ls-tree", "-r", "--name-only", "-z", "HEAD", "--"])
         .args(paths);
     let out = c
@@ -487,13 +488,13 @@ pub fn restore_paths(ws: &Path, paths: &BTreeSet<String>) -> Result<(), PatchErr
             Err(_) => {}
         }
         // Unstage anything 3-way merging put in the index.
-        let mut c = git(ws);
+        let mut c = tree.git();
         c.args(["rm", "--cached", "-q", "--ignore-unmatch", "--"])
             .arg(p);
         let _ = c.output();
     }
     if !tracked.is_empty() {
-        let mut c = git(ws);
+        let mut c = tree.git();
         c.args(["checkout", "-q", "HEAD", "--"]).args(&tracked);
         let (ok, msg) = run_tool(c, "git checkout")?;
         if !ok {
@@ -509,9 +510,10 @@ pub fn restore_paths(ws: &Path, paths: &BTreeSet<String>) -> Result<(), PatchErr
 pub fn apply(
     text: &str,
     patch: &Patch,
-    ws: &Path,
+    tree: &Tree,
     patch_file: &Path,
 ) -> Result<ApplyMethod, PatchError> {
+    let ws = tree.work.as_path();
     if patch.files.is_empty() {
         return Ok(ApplyMethod::Empty);
     }
@@ -524,7 +526,7 @@ pub fn apply(
     let paths = patch.paths();
     let mut errors = Vec::new();
 
-    let mut c = git(ws);
+    let mut c = tree.git();
     c.args(["apply", "--whitespace=nowarn", "-v"])
         .arg(patch_file);
     let (ok, msg) = run_tool(c, "git apply")?;
@@ -532,21 +534,21 @@ pub fn apply(
         return Ok(ApplyMethod::GitApply);
     }
     errors.push(format!("git apply: {}", last_lines(&msg, 3)));
-    restore_paths(ws, &paths)?;
+    restore_paths(tree, &paths)?;
 
-    let mut c = git(ws);
+    let mut c = tree.git();
     c.args(["apply", "--3way", "--whitespace=nowarn"])
         .arg(patch_file);
     let (ok, msg) = run_tool(c, "git apply --3way")?;
     if ok && !has_conflict_markers(ws, &paths) {
         // Leave the index as it was at the base; only the worktree matters.
-        let mut c = git(ws);
+        let mut c = tree.git();
         c.args(["reset", "-q", "--"]).args(&paths);
         let _ = c.output();
         return Ok(ApplyMethod::GitApply3way);
     }
     errors.push(format!("git apply --3way: {}", last_lines(&msg, 3)));
-    restore_paths(ws, &paths)?;
+    restore_paths(tree, &paths)?;
 
     if patch.files.iter().any(|f| f.git_only || f.symlink) {
         return Err(PatchError::DoesNotApply(errors.join("; ")));
@@ -574,7 +576,7 @@ pub fn apply(
         if ok2 {
             return Ok(ApplyMethod::PatchFuzz);
         }
-        restore_paths(ws, &paths)?;
+        restore_paths(tree, &paths)?;
         errors.push(format!("patch: {}", last_lines(&msg2, 3)));
     } else {
         errors.push(format!("patch --fuzz=3: {}", last_lines(&msg, 3)));
