@@ -35,7 +35,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// Bump when the layout of a cached environment changes.
@@ -135,6 +136,8 @@ pub struct Workspace {
     pub layout: Layout,
     /// Why copy-on-write was not used, when it was wanted (`auto`).
     pub note: Option<String>,
+    /// Where to hand the directory for removal (else it is removed in drop).
+    reaper: Option<mpsc::Sender<PathBuf>>,
 }
 
 /// The repository as the harness edits it: the directory its tools write
@@ -368,8 +371,70 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        if !self.keep {
-            remove_tree(&self.dir);
+        if self.keep {
+            return;
+        }
+        // Moved aside first, so the path is free for the next grading at once.
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let aside = self.dir.with_file_name(format!(
+            ".{}.removing-{}-{}",
+            name.unwrap_or_default(),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        if let Some(tx) = &self.reaper
+            && std::fs::rename(&self.dir, &aside).is_ok()
+        {
+            if let Err(mpsc::SendError(p)) = tx.send(aside) {
+                remove_tree(&p);
+            }
+            return;
+        }
+        remove_tree(&self.dir);
+    }
+}
+
+/// Removes finished workspaces on a thread of its own, so a grading does
+/// not wait for the disk (freeing a Rust `target/` takes tens to hundreds
+/// of milliseconds). Dropping it waits until everything handed over is gone.
+struct Reaper {
+    tx: Mutex<Option<mpsc::Sender<PathBuf>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Reaper {
+    fn new() -> Reaper {
+        let (tx, rx) = mpsc::channel::<PathBuf>();
+        let thread = std::thread::Builder::new()
+            .name("runproof-reaper".into())
+            .spawn(move || {
+                for p in rx {
+                    remove_tree(&p);
+                }
+            })
+            .ok();
+        Reaper {
+            tx: Mutex::new(thread.is_some().then_some(tx)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<PathBuf>> {
+        self.tx.lock().ok()?.clone()
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
         }
     }
 }
@@ -548,6 +613,7 @@ pub struct EnvCache {
     cache: PathBuf,
     mode: WorkspaceMode,
     locks: Mutex<HashMap<String, Arc<Mutex<Option<EnvError>>>>>,
+    reaper: Reaper,
 }
 
 impl EnvCache {
@@ -560,6 +626,7 @@ impl EnvCache {
             cache: cache.into(),
             mode,
             locks: Mutex::new(HashMap::new()),
+            reaper: Reaper::new(),
         }
     }
     pub fn env_dir(&self, key: &str) -> PathBuf {
@@ -735,7 +802,11 @@ impl Workspaces for EnvCache {
         let mut note = None;
         if self.mode != WorkspaceMode::Copy {
             match overlay_usable(&env.dir, dest) {
-                Ok(()) => return overlay_workspace(env, dest, keep),
+                Ok(()) => {
+                    let mut ws = overlay_workspace(env, dest, keep)?;
+                    ws.reaper = self.reaper.sender();
+                    return Ok(ws);
+                }
                 Err(why) if self.mode == WorkspaceMode::Auto => {
                     note = Some(format!("copy-on-write unavailable: {why}"));
                 }
@@ -765,6 +836,7 @@ impl Workspaces for EnvCache {
             keep,
             layout: Layout::Copy,
             note,
+            reaper: self.reaper.sender(),
         })
     }
 }
@@ -777,6 +849,7 @@ fn overlay_workspace(env: &Env, dest: &Path, keep: bool) -> Result<Workspace, En
             lower: env.dir.clone(),
         },
         note: None,
+        reaper: None,
     };
     for d in ["upper/repo", "upper/home", "git/objects"] {
         let p = dest.join(d);

@@ -98,7 +98,8 @@ pub struct Timings {
     /// sandbox's set-up and teardown).
     pub test_command: u64,
     pub parse: u64,
-    /// Removing the workspace.
+    /// Handing the workspace to the remover (a background thread that the
+    /// process waits for before it exits).
     pub cleanup: u64,
     pub total: u64,
 }

@@ -321,3 +321,64 @@ fn unusable_overlay_falls_back_to_copy_and_says_why() {
         r.detail
     );
 }
+
+/// Workspaces are removed (in the background) once graded, including the
+/// kernel's mode-000 overlay work directory, and nothing is left once the
+/// harness is gone; `keep_workspaces` keeps them, with the instance's
+/// changes in the upper layer.
+#[test]
+fn workspaces_are_removed_after_grading_unless_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo-k");
+    let sha = common::repo(
+        &repo,
+        &[
+            ("m.py", "X = 1\n"),
+            (
+                "test_a.py",
+                "import m\n\ndef test_ok():\n    assert m.X == 2\n",
+            ),
+        ],
+    );
+    let patch = common::diff(&repo, &[("m.py", "X = 2\n")]);
+    let t = common::task(
+        d.path(),
+        json!({
+            "instance_id": "keep",
+            "base_commit": sha,
+            "repo_path": repo,
+            "test_cmd": "python3 -m pytest -rA -p no:cacheprovider && touch made-by-tests",
+            "test_format": "pytest",
+            "timeout": 60,
+            "FAIL_TO_PASS": ["test_a.py::test_ok"],
+        }),
+    );
+    let cache = d.path().join("cache");
+    let out = d.path().join("out");
+    {
+        let h = harness(&cache, WorkspaceMode::Auto);
+        for i in 0..3 {
+            let r = h.grade(&t, "m", PatchChoice::Model(Some(&patch)), &out);
+            assert_eq!(r.status, Outcome::Resolved, "{i}: {:?}", r.detail);
+        }
+    }
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("workspace") || n.contains("runproof-work"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let h = Harness {
+        keep_workspaces: true,
+        ..harness(&cache, WorkspaceMode::Auto)
+    };
+    let r = h.grade(&t, "m", PatchChoice::Model(Some(&patch)), &out);
+    assert_eq!(r.status, Outcome::Resolved, "{:?}", r.detail);
+    let upper = out.join("workspace/upper/repo");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("m.py")).unwrap(),
+        "X = 2\n"
+    );
+    assert!(upper.join("made-by-tests").exists());
+}
