@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Harness overhead per instance: `runproof verify --gold` versus the same steps
-# done by hand with `git worktree add` + `git apply` (fix, then test patch) +
-# the bare test command + `git worktree remove`, in the same run, on the
-# bundled examples, after the environment is cached.
+# Harness overhead per instance: `runproof verify --gold` (copy-on-write
+# workspaces, the default, and `--workspaces copy`) versus the same steps done
+# by hand with `git worktree add` + `git apply` (fix, then test patch) + the
+# bare test command + `git worktree remove`, interleaved in the same run, on
+# the bundled examples, after the environment is cached.
 #
 # Overhead = wall time of everything except the test command itself.
-#   runproof:  total - test_run  (both from its report.json; plus process wall)
+#   runproof:  wall of the `runproof verify` process - the test command's own
+#              time by the sandbox's clock (report.json timings_ms.test_command),
+#              so the sandbox's set-up and teardown count as overhead
 #   worktree:  wall of the whole sequence - wall of the test command
 #
 #   bench/verify/run.sh [ROUNDS]     (default 10)
@@ -21,7 +24,26 @@ export RUNPROOF_CACHE=$work/cache
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
-printf '%-16s %5s %12s %12s %12s %12s %8s\n' instance round rp_overhead rp_wall wt_overhead wt_wall ratio
+# One graded run: prints "overhead wall mode timings".
+rp() { # id mode
+  local t0 t1 rep
+  t0=$(now)
+  "$bin" verify --task "$root/examples/tasks.jsonl" --instance "$1" --gold \
+    --workspaces "$2" --out "$work/out-$2" >/dev/null 2>&1 || true
+  t1=$(now)
+  rep=$work/out-$2/gold/$1/report.json
+  [ "$(jq -r '.[].runproof.status' "$rep")" = resolved ] || {
+    echo "runproof ($2) did not resolve $1: $(jq -c '.[].runproof.detail' "$rep")" >&2
+    exit 1
+  }
+  local wall test
+  wall=$(ms "$t0" "$t1")
+  test=$(jq -r '.[].runproof.timings_ms.test_command' "$rep")
+  echo "$(( wall - test )) $wall $(jq -r '.[].runproof.workspace' "$rep") $(jq -c '.[].runproof.timings_ms | del(.environment, .total)' "$rep")"
+}
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-15s %3s %9s %9s %9s %9s %7s %7s\n' instance rnd overlay copy worktree wt_wall ov/wt cp/wt
 for id in py-stats-1 js-slug-1 rs-wordcount-1; do
   task=$(jq -c --arg id "$id" 'select(.instance_id == $id)' "$root/examples/tasks.jsonl")
   jq -r .patch <<<"$task" >"$work/gold.diff"
@@ -30,24 +52,19 @@ for id in py-stats-1 js-slug-1 rs-wordcount-1; do
   repo=$root/examples/$(jq -r .repo_path <<<"$task")
   cmd=$(jq -r .test_cmd <<<"$task")
   setup=$(jq -r '.setup // [] | join(" && ")' <<<"$task")
-  # Warm-up: builds and caches the environment once (not measured).
-  "$bin" verify --task "$root/examples/tasks.jsonl" --instance "$id" --gold --out "$work/out" >/dev/null 2>&1 || true
+  # Warm-up: builds and caches the environment once (not measured), and
+  # runs each mode once.
+  rp "$id" auto >/dev/null
+  rp "$id" copy >/dev/null
   # The worktree side gets the same one-time setup (e.g. cargo's target/).
   git -C "$repo" worktree add -q --detach "$work/wt-warm" "$base"
   (cd "$work/wt-warm" && sh -c "$setup" >/dev/null 2>&1) || true
   [ -d "$work/wt-warm/target" ] && mv "$work/wt-warm/target" "$work/shared-target"
   git -C "$repo" worktree remove --force "$work/wt-warm"
   for r in $(seq 1 "$rounds"); do
-    t0=$(now)
-    "$bin" verify --task "$root/examples/tasks.jsonl" --instance "$id" --gold --out "$work/out" >/dev/null 2>&1 || true
-    t1=$(now)
-    rep=$work/out/gold/$id/report.json
-    status=$(jq -r '.[].runproof.status' "$rep")
-    [ "$status" = resolved ] || { echo "runproof did not resolve $id: $status" >&2; exit 1; }
-    rp_total=$(jq -r '.[].runproof.timings_ms.total' "$rep")
-    rp_test=$(jq -r '.[].runproof.timings_ms.test_run' "$rep")
-    rp_wall=$(ms "$t0" "$t1")
-    rp_over=$(( rp_wall - rp_test ))
+    read -r ov_over ov_wall ov_mode ov_t < <(rp "$id" auto)
+    [ "$ov_mode" = overlay ] || { echo "expected a copy-on-write workspace, got $ov_mode" >&2; exit 1; }
+    read -r cp_over _ _ _ < <(rp "$id" copy)
 
     w0=$(now)
     git -C "$repo" worktree add -q --detach "$work/wt" "$base"
@@ -61,9 +78,10 @@ for id in py-stats-1 js-slug-1 rs-wordcount-1; do
     w1=$(now)
     wt_wall=$(ms "$w0" "$w1")
     wt_over=$(( wt_wall - $(ms "$s0" "$s1") ))
-    ratio=$(awk -v a="$rp_over" -v b="$wt_over" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }')
-    printf '%-16s %5d %10dms %10dms %10dms %10dms %8s   (in-process overhead %dms)\n' \
-      "$id" "$r" "$rp_over" "$rp_wall" "$wt_over" "$wt_wall" "$ratio" $(( rp_total - rp_test ))
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }'; }
+    printf '%-15s %3d %7dms %7dms %7dms %7dms %7s %7s   overlay: wall %dms %s\n' \
+      "$id" "$r" "$ov_over" "$cp_over" "$wt_over" "$wt_wall" "$(ratio "$ov_over" "$wt_over")" \
+      "$(ratio "$cp_over" "$wt_over")" "$ov_wall" "$ov_t"
   done
   rm -rf "$work/shared-target"
 done
