@@ -472,3 +472,33 @@ fn hostile_repo_urls_are_refused_at_load_with_exit_2() {
         stderr(&o)
     );
 }
+
+/// Where copy-on-write workspaces cannot be made (an output path overlayfs
+/// options cannot carry), verify copies the environment and says so.
+#[test]
+fn a_copied_workspace_is_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let r = repo(d.path());
+    let f = task_file(d.path(), "t", task(&r, "copied"));
+    let root = d.path().join("odd,dir");
+    let o = runproof(&root, &["verify", "--task", f.to_str().unwrap(), "--empty"]);
+    assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("workspace: copied (copy-on-write unavailable:") && text.contains("`,`"),
+        "{text}"
+    );
+    let o = runproof(
+        &root,
+        &[
+            "verify",
+            "--task",
+            f.to_str().unwrap(),
+            "--empty",
+            "--workspaces",
+            "overlay",
+        ],
+    );
+    assert_eq!(code(&o), 3, "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("--workspaces copy"), "{}", stdout(&o));
+}

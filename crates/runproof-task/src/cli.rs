@@ -243,6 +243,9 @@ pub fn verify(a: &VerifyArgs, runner: Arc<dyn TestRunner>) -> Result<i32, CliErr
             if let Some(d) = &rep.detail {
                 println!("{}: {d}", rep.status.name());
             }
+            if let Some(n) = &rep.workspace_note {
+                println!("workspace: copied ({n})");
+            }
             println!("report: {}", out.join("report.json").display());
         }
     }
@@ -286,6 +289,9 @@ pub fn eval(a: &EvalArgs, runner: Arc<dyn TestRunner>) -> Result<i32, CliError> 
                     "predictions for unknown instances: {}",
                     summary.unknown_ids.join(", ")
                 );
+            }
+            if let Some(n) = reps.iter().find_map(|r| r.workspace_note.as_ref()) {
+                println!("workspaces: copied ({n})");
             }
             if summary.resumed > 0 {
                 println!(
