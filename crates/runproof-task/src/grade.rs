@@ -368,13 +368,46 @@ impl Harness {
         let tree = ws.tree();
         let repo = tree.work.clone();
 
-        // Model patch: validate against the workspace, apply, neutralise.
+        // Both patches with one `git apply` when that is the same as applying
+        // them in turn: the environment is clean (no test file to reset), their
+        // paths are disjoint, and neither creates a path that exists. Atomic:
+        // when it fails nothing changed, and the steps below run one by one.
         let t = Instant::now();
+        let mut both_applied = false;
+        if let (Some(text), Some(p), Some(Ok(tp))) = (patch_text, &parsed, &test_patch)
+            && env.clean()
+            && p.paths().is_disjoint(&tp.paths())
+            && [p, tp].iter().all(|q| {
+                patch::validate(q, &repo).is_ok()
+                    && q.files.iter().all(|f| {
+                        f.paths().all(|x| {
+                            Some(x) == f.old.as_deref()
+                                || std::fs::symlink_metadata(repo.join(x)).is_err()
+                        })
+                    })
+            })
+        {
+            match patch::apply_joined(
+                &[(text, p), (&task.test_patch, tp)],
+                &tree,
+                &out.join(".both.patch"),
+            ) {
+                Ok(ok) => both_applied = ok,
+                Err(e) => return cx.finish(Outcome::HarnessError, Some(e.to_string())),
+            }
+        }
+
+        // Model patch: validate against the workspace, apply, neutralise.
         if let (Some(text), Some(p)) = (patch_text, &parsed) {
             if let Err(e) = patch::validate(p, &repo) {
                 return cx.finish(Outcome::PatchRefused, Some(e.to_string()));
             }
-            match patch::apply(text, p, &tree, &out.join(".model.patch")) {
+            let applied = if both_applied {
+                Ok(ApplyMethod::GitApply)
+            } else {
+                patch::apply(text, p, &tree, &out.join(".model.patch"))
+            };
+            match applied {
                 Ok(m) => cx.rep.apply_method = Some(m),
                 Err(e @ PatchError::DoesNotApply(_)) => {
                     return cx.finish(Outcome::PatchDidNotApply, Some(e.to_string()));
@@ -428,6 +461,7 @@ impl Harness {
         // Test patch: reset the files it touches, then apply it.
         match test_patch {
             None => {}
+            Some(Ok(_)) if both_applied => {}
             Some(Err(e)) => {
                 return cx.finish(Outcome::TestPatchFailed, Some(format!("test_patch: {e}")));
             }

@@ -44,6 +44,8 @@ impl FilePatch {
 #[derive(Debug, Clone, Default)]
 pub struct Patch {
     pub files: Vec<FilePatch>,
+    /// The text ends inside a hunk (fewer lines than its header counts).
+    pub truncated: bool,
 }
 
 impl Patch {
@@ -313,7 +315,10 @@ pub fn parse(text: &str) -> Result<Patch, PatchError> {
             f.symlink_target = f.added.first().cloned();
         }
     }
-    Ok(Patch { files })
+    Ok(Patch {
+        files,
+        truncated: in_hunk != (0, 0),
+    })
 }
 
 /// `@@ -a[,b] +c[,d] @@` → (b, d), counts default to 1.
@@ -584,6 +589,37 @@ pub fn apply(
     Err(PatchError::DoesNotApply(errors.join("; ")))
 }
 
+/// Applies several patches (already parsed and validated, touching disjoint
+/// paths) with one `git apply`, which is atomic: `Ok(false)` when any hunk
+/// does not apply, and then nothing was changed. No fallbacks. Also
+/// `Ok(false)`, without running anything, unless the joined text parses to
+/// exactly the patches' own entries: a patch that ends inside a hunk could
+/// otherwise swallow the next one's lines.
+pub fn apply_joined(
+    patches: &[(&str, &Patch)],
+    tree: &Tree,
+    patch_file: &Path,
+) -> Result<bool, PatchError> {
+    let mut joined = String::new();
+    for (t, _) in patches {
+        joined.push_str(t);
+        if !joined.ends_with('\n') {
+            joined.push('\n');
+        }
+    }
+    let want: Vec<&FilePatch> = patches.iter().flat_map(|(_, p)| &p.files).collect();
+    let separate = patches.iter().all(|(_, p)| !p.truncated)
+        && parse(&joined).is_ok_and(|j| !j.truncated && j.files.iter().eq(want.iter().copied()));
+    if !separate {
+        return Ok(false);
+    }
+    std::fs::write(patch_file, &joined)
+        .map_err(|e| PatchError::Tool("write patch file".into(), e.to_string()))?;
+    let mut c = tree.git();
+    c.args(["apply", "--whitespace=nowarn"]).arg(patch_file);
+    Ok(run_tool(c, "git apply")?.0)
+}
+
 fn last_lines(s: &str, n: usize) -> String {
     let v: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     v[v.len().saturating_sub(n)..].join(" | ")
@@ -701,6 +737,47 @@ mod tests {
             ),
             "{p:?}"
         );
+    }
+
+    fn git_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            std::fs::write(d.path().join(p), c).unwrap();
+        }
+        for args in [
+            &["init", "-q"][..],
+            &["add", "-A"],
+            &["commit", "-qm", "base"],
+        ] {
+            let ok = crate::env::git(d.path()).args(args).status().unwrap();
+            assert!(ok.success(), "git {args:?}");
+        }
+        d
+    }
+
+    #[test]
+    fn joined_apply_is_atomic_and_refuses_a_patch_that_swallows_the_next() {
+        let d = git_repo(&[("a.txt", "a\n"), ("b.txt", "b\n")]);
+        let tree = Tree::plain(d.path());
+        let scratch = tempfile::tempdir().unwrap();
+        let pf = scratch.path().join("joined.patch");
+        let pa = "--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-a\n+A\n";
+        let pb = "--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-b\n+B\n";
+        let bad_b = "--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-nope\n+B\n";
+        let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap();
+        let (a, b, bb) = (parse(pa).unwrap(), parse(pb).unwrap(), parse(bad_b).unwrap());
+        // One hunk fails: nothing is written.
+        assert!(!apply_joined(&[(pa, &a), (bad_b, &bb)], &tree, &pf).unwrap());
+        assert_eq!((read("a.txt"), read("b.txt")), ("a\n".into(), "b\n".into()));
+        // A patch whose last hunk claims more lines than it has would take the
+        // next patch's header as its own lines: refused before git runs.
+        let short = "--- a/a.txt\n+++ b/a.txt\n@@ -1 +1,3 @@\n-a\n+A\n";
+        let s = parse(short).unwrap();
+        assert!(s.truncated);
+        assert!(!apply_joined(&[(short, &s), (pb, &b)], &tree, &pf).unwrap());
+        assert_eq!(read("b.txt"), "b\n");
+        assert!(apply_joined(&[(pa, &a), (pb, &b)], &tree, &pf).unwrap());
+        assert_eq!((read("a.txt"), read("b.txt")), ("A\n".into(), "B\n".into()));
     }
 
     #[test]
