@@ -11,6 +11,10 @@
 #              so the sandbox's set-up and teardown count as overhead
 #   worktree:  wall of the whole sequence - wall of the test command
 #
+# Columns: overhead for each (ms) and ratios to the worktree, then the test
+# command's own time on each side (ov_cmd, cp_cmd by the sandbox's clock;
+# wt_cmd bare), then the copy-on-write run's wall and its steps.
+#
 #   bench/verify/run.sh [ROUNDS]     (default 10)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,7 +28,7 @@ export RUNPROOF_CACHE=$work/cache
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
-# One graded run: prints "overhead wall mode timings".
+# One graded run: prints "overhead wall test_command mode timings".
 rp() { # id mode
   local t0 t1 rep
   t0=$(now)
@@ -39,11 +43,15 @@ rp() { # id mode
   local wall test
   wall=$(ms "$t0" "$t1")
   test=$(jq -r '.[].runproof.timings_ms.test_command' "$rep")
-  echo "$(( wall - test )) $wall $(jq -r '.[].runproof.workspace' "$rep") $(jq -c '.[].runproof.timings_ms | del(.environment, .total)' "$rep")"
+  # outside = process start, task loading, printing, and the wait at exit
+  # for the background removal of the workspace (not in timings_ms.total).
+  local total
+  total=$(jq -r '.[].runproof.timings_ms.total' "$rep")
+  echo "$(( wall - test )) $wall $test $(jq -r '.[].runproof.workspace' "$rep") $(jq -c --argjson o $(( wall - total )) '.[].runproof.timings_ms | del(.environment, .total, .test_run, .test_command) | .outside = $o' "$rep")"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-15s %3s %9s %9s %9s %9s %7s %7s\n' instance rnd overlay copy worktree wt_wall ov/wt cp/wt
+printf '%-15s %3s %9s %9s %9s %7s %7s %9s %9s %9s\n' instance rnd overlay copy worktree ov/wt cp/wt ov_cmd cp_cmd wt_cmd
 for id in py-stats-1 js-slug-1 rs-wordcount-1; do
   task=$(jq -c --arg id "$id" 'select(.instance_id == $id)' "$root/examples/tasks.jsonl")
   jq -r .patch <<<"$task" >"$work/gold.diff"
@@ -62,9 +70,9 @@ for id in py-stats-1 js-slug-1 rs-wordcount-1; do
   [ -d "$work/wt-warm/target" ] && mv "$work/wt-warm/target" "$work/shared-target"
   git -C "$repo" worktree remove --force "$work/wt-warm"
   for r in $(seq 1 "$rounds"); do
-    read -r ov_over ov_wall ov_mode ov_t < <(rp "$id" auto)
+    read -r ov_over ov_wall ov_cmd ov_mode ov_t < <(rp "$id" auto)
     [ "$ov_mode" = overlay ] || { echo "expected a copy-on-write workspace, got $ov_mode" >&2; exit 1; }
-    read -r cp_over _ _ _ < <(rp "$id" copy)
+    read -r cp_over _ cp_cmd _ _ < <(rp "$id" copy)
 
     w0=$(now)
     git -C "$repo" worktree add -q --detach "$work/wt" "$base"
@@ -77,11 +85,12 @@ for id in py-stats-1 js-slug-1 rs-wordcount-1; do
     git -C "$repo" worktree remove --force "$work/wt"
     w1=$(now)
     wt_wall=$(ms "$w0" "$w1")
-    wt_over=$(( wt_wall - $(ms "$s0" "$s1") ))
+    wt_cmd=$(ms "$s0" "$s1")
+    wt_over=$(( wt_wall - wt_cmd ))
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }'; }
-    printf '%-15s %3d %7dms %7dms %7dms %7dms %7s %7s   overlay: wall %dms %s\n' \
-      "$id" "$r" "$ov_over" "$cp_over" "$wt_over" "$wt_wall" "$(ratio "$ov_over" "$wt_over")" \
-      "$(ratio "$cp_over" "$wt_over")" "$ov_wall" "$ov_t"
+    printf '%-15s %3d %7dms %7dms %7dms %7s %7s %7dms %7dms %7dms   overlay: wall %dms %s\n' \
+      "$id" "$r" "$ov_over" "$cp_over" "$wt_over" "$(ratio "$ov_over" "$wt_over")" \
+      "$(ratio "$cp_over" "$wt_over")" "$ov_cmd" "$cp_cmd" "$wt_cmd" "$ov_wall" "$ov_t"
   done
   rm -rf "$work/shared-target"
 done
