@@ -765,7 +765,11 @@ mod tests {
         let pb = "--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-b\n+B\n";
         let bad_b = "--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-nope\n+B\n";
         let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap();
-        let (a, b, bb) = (parse(pa).unwrap(), parse(pb).unwrap(), parse(bad_b).unwrap());
+        let (a, b, bb) = (
+            parse(pa).unwrap(),
+            parse(pb).unwrap(),
+            parse(bad_b).unwrap(),
+        );
         // One hunk fails: nothing is written.
         assert!(!apply_joined(&[(pa, &a), (bad_b, &bb)], &tree, &pf).unwrap());
         assert_eq!((read("a.txt"), read("b.txt")), ("a\n".into(), "b\n".into()));
