@@ -6,6 +6,7 @@ mod cmd_run;
 mod cmd_scan;
 mod config;
 mod overlay_cmd;
+mod task_net;
 mod verdicts;
 
 use clap::{Parser, Subcommand};
@@ -150,10 +151,22 @@ fn main() -> ExitCode {
             &args,
             &mut std::io::stdout().lock(),
         )),
-        Command::Verify(a) => exit(verdicts::verify(&a, config, task_runner())),
-        Command::Eval(a) => exit(verdicts::eval(&a, config, task_runner())),
+        Command::Verify(a) => match task_runner(&a.grade.common) {
+            Ok(r) => exit(verdicts::verify(&a, config, r)),
+            Err(c) => c,
+        },
+        Command::Eval(a) => match task_runner(&a.grade.common) {
+            Ok(r) => exit(verdicts::eval(&a, config, r)),
+            Err(c) => c,
+        },
         Command::Bench(a) => bench::run(*a, config),
-        Command::Task(c) => exit(runproof_task::cli::task(&c, task_runner())),
+        Command::Task(c) => {
+            let runproof_task::cli::TaskCommand::Validate(v) = &c;
+            match task_runner(&v.common) {
+                Ok(r) => exit(runproof_task::cli::task(&c, r)),
+                Err(code) => code,
+            }
+        }
     }
 }
 
@@ -240,9 +253,35 @@ fn integrity(result: Result<u8, runproof_integrity::error::Error>) -> ExitCode {
     }
 }
 
-/// The runner for verify/eval: every setup and test command in a fresh sandbox.
-fn task_runner() -> std::sync::Arc<dyn runproof_task::TestRunner> {
-    std::sync::Arc::new(runproof_task::SandboxRunner::default())
+/// The runner for verify/eval: every setup and test command in a fresh
+/// sandbox; `repo_url` fetches and setup reach out only through the egress
+/// proxy, to what `--allow` lists.
+fn task_runner(
+    c: &runproof_task::cli::CommonArgs,
+) -> Result<std::sync::Arc<dyn runproof_task::TestRunner>, ExitCode> {
+    let network = if c.allow.is_empty() {
+        if !c.allow_address.is_empty() {
+            eprintln!(
+                "runproof: --allow-address needs --allow HOST (the hosts the proxy may reach)"
+            );
+            return Err(ExitCode::from(2));
+        }
+        None
+    } else {
+        match task_net::ProxyAccess::new(&c.allow, &c.allow_address) {
+            Ok(p) => {
+                Some(std::sync::Arc::new(p) as std::sync::Arc<dyn runproof_task::NetworkAccess>)
+            }
+            Err(e) => {
+                eprintln!("runproof: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    };
+    Ok(std::sync::Arc::new(runproof_task::SandboxRunner {
+        network,
+        ..Default::default()
+    }))
 }
 
 fn exit(r: Result<i32, runproof_task::cli::CliError>) -> ExitCode {

@@ -64,6 +64,9 @@ pub enum Op {
         upper: PathBuf,
         work: PathBuf,
         dst: PathBuf,
+        /// Mount with `volatile` (no sync at unmount, no fsync on copy-up):
+        /// for an upper layer that is thrown away after one run.
+        volatile: bool,
     },
 }
 
@@ -249,6 +252,7 @@ fn compile(op: &Op) -> Result<Compiled, SandboxError> {
             upper,
             work,
             dst,
+            volatile,
         } => {
             for p in [lower, upper, work] {
                 let b = p.as_os_str().as_bytes();
@@ -269,10 +273,11 @@ fn compile(op: &Op) -> Result<Compiled, SandboxError> {
                 src: CString::new("overlay").unwrap(),
                 dst: cpath(NEW, dst)?,
                 data: CString::new(format!(
-                    "lowerdir={},upperdir={},workdir={},userxattr",
+                    "lowerdir={},upperdir={},workdir={},userxattr{}",
                     opt(lower),
                     opt(upper),
-                    opt(work)
+                    opt(work),
+                    if *volatile { ",volatile" } else { "" }
                 ))
                 .unwrap(),
                 dir: true,
@@ -730,6 +735,7 @@ mod tests {
             upper: "/u".into(),
             work: "/w".into(),
             dst: "/a".into(),
+            volatile: false,
         };
         assert!(compile(&op).is_err());
     }

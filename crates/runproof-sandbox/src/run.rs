@@ -80,6 +80,11 @@ pub struct RunSpec {
     pub audit_log: Option<AuditLog>,
     /// Copy-on-write: the workspace is the lower layer, changes go here.
     pub overlay: Option<PathBuf>,
+    /// The overlay's upper layer is used once and thrown away (the verifier's
+    /// per-instance layers): mount it `volatile`, so the end of the run does
+    /// not sync the upper layer's whole file system and copy-up does not
+    /// fsync. The kernel refuses to mount a volatile upper a second time.
+    pub overlay_volatile: bool,
     /// TCP ports to listen on at 127.0.0.1 inside the sandbox; the sockets
     /// are handed to `on_listeners` (the egress proxy's seam).
     pub listen_ports: Vec<u16>,
@@ -105,6 +110,7 @@ impl RunSpec {
             audit: None,
             audit_log: None,
             overlay: None,
+            overlay_volatile: false,
             listen_ports: Vec::new(),
             on_listeners: None,
             stop: None,
@@ -186,7 +192,7 @@ struct Prepared {
 fn build_plan(
     policy: &Policy,
     ws: &Path,
-    overlay: Option<(&Path, &Path)>,
+    overlay: Option<(&Path, &Path, bool)>,
     snapshot: Option<&Snapshot>,
     protected: &[PathBuf],
 ) -> Result<Prepared, SandboxError> {
@@ -313,11 +319,12 @@ fn build_plan(
 
     // The workspace.
     match overlay {
-        Some((upper, work)) => plan.push(Op::Overlay {
+        Some((upper, work, volatile)) => plan.push(Op::Overlay {
             lower: ws.to_path_buf(),
             upper: upper.to_path_buf(),
             work: work.to_path_buf(),
             dst: ws.to_path_buf(),
+            volatile,
         }),
         None => plan.push(Op::same_path(ws, true)),
     }
@@ -470,7 +477,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         &ws,
         overlay_dirs
             .as_ref()
-            .map(|(u, w)| (u.as_path(), w.as_path())),
+            .map(|(u, w)| (u.as_path(), w.as_path(), spec.overlay_volatile)),
         snapshot.as_ref(),
         &protected,
     )?;

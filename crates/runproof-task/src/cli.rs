@@ -1,12 +1,12 @@
 //! Command-line entry points (`runproof verify`, `eval`, `task validate`).
-//! The binary passes in the runner; until the sandbox runner exists it passes
-//! [`crate::DirectRunner`] and these functions print a loud warning.
+//! The binary passes in the runner (the sandbox runner, with its network
+//! policy built from `--allow`); an unsandboxed runner gets a loud warning.
 //!
 //! Exit codes: `verify` 0 resolved, 1 graded but not resolved, 3
 //! infrastructure failure; `eval` 0 every instance graded, 1 some were not;
 //! `task validate` 0 every task ok, 1 some flaky or broken; 2 bad input for all.
 
-use crate::env::CopyWorkspaces;
+use crate::env::{EnvCache, WorkspaceMode};
 use crate::eval::{EvalRun, run_eval, text_table, validate_task, write_outputs};
 use crate::grade::{Harness, PatchChoice};
 use crate::model::{LoadError, MAX_PATCH_BYTES, load_predictions, load_tasks};
@@ -94,9 +94,26 @@ pub struct CommonArgs {
     /// Environment cache (default: $XDG_CACHE_HOME/runproof or ~/.cache/runproof).
     #[arg(long, env = "RUNPROOF_CACHE")]
     pub cache: Option<PathBuf>,
-    /// Keep each instance's workspace after grading.
+    /// Keep each instance's workspace after grading (with copy-on-write
+    /// workspaces, `workspace/upper` holds what the patches and tests changed).
     #[arg(long)]
     pub keep_workspaces: bool,
+    /// How each instance's workspace is made from the cached environment:
+    /// `overlay` (copy-on-write, milliseconds whatever the environment's
+    /// size), `copy` (a full copy), or `auto` (overlay where the kernel and
+    /// file system support it, else copy; the report says which and why).
+    #[arg(long, value_enum, default_value_t = WorkspaceMode::Auto)]
+    pub workspaces: WorkspaceMode,
+    /// Let `repo_url` fetches and `setup` commands reach this host through
+    /// runproof's egress proxy (example.com, *.example.com, host:port, or a
+    /// preset: @github, @pypi, @npm, @crates, @debian, @goproxy). Prefix
+    /// with ! to deny. Without it they get no network. Tests never do.
+    #[arg(long = "allow", value_name = "RULE")]
+    pub allow: Vec<String>,
+    /// Let the egress proxy connect to this loopback or private address (a
+    /// local git server or mirror); every other private address stays refused.
+    #[arg(long = "allow-address", value_name = "IP")]
+    pub allow_address: Vec<std::net::IpAddr>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
 }
@@ -139,7 +156,7 @@ fn harness(c: &CommonArgs, reruns: u32, runner: Arc<dyn TestRunner>) -> Harness 
     let cache = std::path::absolute(&cache).unwrap_or(cache);
     Harness {
         runner,
-        workspaces: Arc::new(CopyWorkspaces::new(cache)),
+        workspaces: Arc::new(EnvCache::with_mode(cache, c.workspaces)),
         reruns,
         keep_workspaces: c.keep_workspaces,
     }
@@ -226,6 +243,9 @@ pub fn verify(a: &VerifyArgs, runner: Arc<dyn TestRunner>) -> Result<i32, CliErr
             if let Some(d) = &rep.detail {
                 println!("{}: {d}", rep.status.name());
             }
+            if let Some(n) = &rep.workspace_note {
+                println!("workspace: copied ({n})");
+            }
             println!("report: {}", out.join("report.json").display());
         }
     }
@@ -269,6 +289,9 @@ pub fn eval(a: &EvalArgs, runner: Arc<dyn TestRunner>) -> Result<i32, CliError> 
                     "predictions for unknown instances: {}",
                     summary.unknown_ids.join(", ")
                 );
+            }
+            if let Some(n) = reps.iter().find_map(|r| r.workspace_note.as_ref()) {
+                println!("workspaces: copied ({n})");
             }
             if summary.resumed > 0 {
                 println!(

@@ -49,11 +49,21 @@ pub struct Summary {
     pub unresolved_instances: usize,
     pub empty_patch_instances: usize,
     pub error_instances: usize,
+    /// The tests ran and the verdict stands (resolved, unresolved, inconsistent).
     pub completed_ids: Vec<String>,
     pub resolved_ids: Vec<String>,
+    /// The tests ran and some target test did not pass (or the run's exit
+    /// status contradicted its results). Never an instance whose tests did
+    /// not run.
     pub unresolved_ids: Vec<String>,
     pub empty_patch_ids: Vec<String>,
+    /// No test verdict, as SWE-bench counts errors: the patch did not apply
+    /// or was refused, or the harness failed (`infrastructure_ids`).
     pub error_ids: Vec<String>,
+    /// Setup failed, timeout, out of memory, the task's test patch did not
+    /// apply, or the harness itself failed: retried on resume, and the
+    /// reason `eval` exits 1.
+    pub infrastructure_ids: Vec<String>,
     /// Predictions whose instance is not in the task file.
     pub unknown_ids: Vec<String>,
     pub by_outcome: BTreeMap<String, usize>,
@@ -182,13 +192,18 @@ fn summarise(
             .collect();
         s.into_iter().collect()
     };
-    let completed_ids = ids(&|r| r.status.is_graded() && r.status != Outcome::EmptyPatch);
+    let tests_ran = |o: Outcome| {
+        matches!(
+            o,
+            Outcome::Resolved | Outcome::Unresolved | Outcome::Inconsistent
+        )
+    };
+    let completed_ids = ids(&|r| tests_ran(r.status));
     let resolved_ids = ids(&|r| r.status == Outcome::Resolved);
-    let unresolved_ids = ids(&|r| {
-        r.status.is_graded() && !matches!(r.status, Outcome::Resolved | Outcome::EmptyPatch)
-    });
+    let unresolved_ids = ids(&|r| tests_ran(r.status) && r.status != Outcome::Resolved);
     let empty_patch_ids = ids(&|r| r.status == Outcome::EmptyPatch);
-    let error_ids = ids(&|r| r.status.is_infrastructure());
+    let error_ids = ids(&|r| !tests_ran(r.status) && r.status != Outcome::EmptyPatch);
+    let infrastructure_ids = ids(&|r| r.status.is_infrastructure());
     let mut by_outcome = BTreeMap::new();
     for r in reps {
         *by_outcome.entry(r.status.name().to_string()).or_insert(0) += 1;
@@ -201,12 +216,13 @@ fn summarise(
         unresolved_instances: unresolved_ids.len(),
         empty_patch_instances: empty_patch_ids.len(),
         error_instances: error_ids.len(),
-        all_graded: error_ids.is_empty() && unknown_ids.is_empty(),
+        all_graded: infrastructure_ids.is_empty() && unknown_ids.is_empty(),
         completed_ids,
         resolved_ids,
         unresolved_ids,
         empty_patch_ids,
         error_ids,
+        infrastructure_ids,
         unknown_ids,
         by_outcome,
         resumed,

@@ -213,6 +213,15 @@ fn json_keys(text: &str, keys: &[&str], script_names: &BTreeSet<String>) -> Opti
     Some(out)
 }
 
+/// The configuration files whose test-relevant parts [`config_change`]
+/// compares (only these are read).
+fn is_config(path: &str) -> bool {
+    matches!(
+        file_name(path).to_ascii_lowercase().as_str(),
+        "setup.cfg" | "tox.ini" | "pyproject.toml" | "cargo.toml" | "package.json"
+    )
+}
+
 /// Compares the test-relevant part of a config file at base and after the
 /// patch. Returns a reason when they differ.
 fn config_change(
@@ -319,12 +328,14 @@ pub fn analyse(
                 neutralise
                     .entry(p.to_string())
                     .or_insert_with(|| "test file named by the task's test ids".to_string());
-            } else if let Some(r) = config_change(
-                p,
-                read(p, false).as_deref(),
-                read(p, true).as_deref(),
-                task.test_cmd,
-            ) {
+            } else if is_config(p)
+                && let Some(r) = config_change(
+                    p,
+                    read(p, false).as_deref(),
+                    read(p, true).as_deref(),
+                    task.test_cmd,
+                )
+            {
                 neutralise
                     .entry(p.to_string())
                     .or_insert_with(|| r.to_string());
@@ -446,6 +457,33 @@ mod tests {
         assert_eq!(
             paths(&analyse(&p, &t, &changed)),
             vec!["package.json", "pyproject.toml", "setup.cfg"]
+        );
+    }
+
+    #[test]
+    fn only_configuration_files_are_read() {
+        let p = parse(
+            &(diff_for("src/a.py", "x")
+                + &diff_for("lib/Cargo.toml", "x")
+                + &diff_for("docs/readme.md", "x")),
+        )
+        .unwrap();
+        let t = TaskView {
+            test_cmd: "cargo test",
+            test_ids: vec![],
+        };
+        let seen = std::cell::RefCell::new(Vec::new());
+        let read = |p: &str, after: bool| -> Option<String> {
+            seen.borrow_mut().push((p.to_string(), after));
+            None
+        };
+        analyse(&p, &t, &read);
+        assert_eq!(
+            *seen.borrow(),
+            vec![
+                ("lib/Cargo.toml".to_string(), false),
+                ("lib/Cargo.toml".to_string(), true)
+            ]
         );
     }
 

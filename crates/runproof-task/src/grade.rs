@@ -2,7 +2,7 @@
 //! patch, test run, parse, verdict. The verdict is computed here, outside the
 //! runner, from bounded output; nothing the tests print can set it directly.
 
-use crate::env::{EnvError, EnvSpec, Workspaces, git};
+use crate::env::{EnvError, EnvSpec, Tree, Workspaces};
 use crate::gaming::{self, Finding, TaskView};
 use crate::model::{Task, truncate};
 use crate::parse::{self, ParseInput, Status, TestFormat, TestResults};
@@ -87,12 +87,20 @@ pub struct Split {
 
 /// Milliseconds spent in each step.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Timings {
     pub environment: u64,
     pub workspace: u64,
     pub patch: u64,
+    /// The test runs as the harness saw them, sandbox set-up included.
     pub test_run: u64,
+    /// The test command itself, by the sandbox's clock (`test_run` minus the
+    /// sandbox's set-up and teardown).
+    pub test_command: u64,
     pub parse: u64,
+    /// Handing the workspace to the remover (a background thread that the
+    /// process waits for before it exits).
+    pub cleanup: u64,
     pub total: u64,
 }
 
@@ -129,6 +137,13 @@ pub struct InstanceReport {
     pub unenforced: Vec<String>,
     pub env_key: Option<String>,
     pub env_built: bool,
+    /// How the workspace was made: `overlay` (copy-on-write over the cached
+    /// environment) or `copy`.
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Why copy-on-write was not used, when it was wanted.
+    #[serde(default)]
+    pub workspace_note: Option<String>,
     pub timings_ms: Timings,
 }
 
@@ -160,6 +175,8 @@ impl InstanceReport {
             unenforced: Vec::new(),
             env_key: None,
             env_built: false,
+            workspace: None,
+            workspace_note: None,
             timings_ms: Timings::default(),
         }
     }
@@ -308,12 +325,22 @@ impl Harness {
             return cx.finish(Outcome::PatchRefused, Some(e.to_string()));
         }
 
+        // The test patch is parsed now so that its paths are known before the
+        // workspace is made; its errors are reported after the model patch's.
+        let test_patch =
+            (!task.test_patch.trim().is_empty()).then(|| patch::parse(&task.test_patch));
+        let mut touched: BTreeSet<String> = parsed.as_ref().map(|p| p.paths()).unwrap_or_default();
+        if let Some(Ok(tp)) = &test_patch {
+            touched.extend(tp.paths());
+        }
+
         // Environment (cached) and a fresh workspace.
         let spec = EnvSpec {
             source: &task.source,
             base_commit: &task.base_commit,
             setup: &task.setup,
             timeout: task.timeout,
+            memory: task.memory,
         };
         cx.rep.env_key = Some(spec.key());
         let t = Instant::now();
@@ -330,20 +357,57 @@ impl Harness {
         let ws = match self
             .workspaces
             .workspace(&env, &out.join("workspace"), self.keep_workspaces)
+            .and_then(|ws| ws.materialise(&touched).map(|()| ws))
         {
             Ok(w) => w,
             Err(e) => return cx.finish(Outcome::HarnessError, Some(e.to_string())),
         };
+        cx.rep.workspace = Some(ws.mode_name().to_string());
+        cx.rep.workspace_note = ws.note.clone();
         cx.rep.timings_ms.workspace = ms(t.elapsed());
-        let repo = ws.repo();
+        let tree = ws.tree();
+        let repo = tree.work.clone();
+
+        // Both patches with one `git apply` when that is the same as applying
+        // them in turn: the environment is clean (no test file to reset), their
+        // paths are disjoint, and neither creates a path that exists. Atomic:
+        // when it fails nothing changed, and the steps below run one by one.
+        let t = Instant::now();
+        let mut both_applied = false;
+        if let (Some(text), Some(p), Some(Ok(tp))) = (patch_text, &parsed, &test_patch)
+            && env.clean()
+            && p.paths().is_disjoint(&tp.paths())
+            && [p, tp].iter().all(|q| {
+                patch::validate(q, &repo).is_ok()
+                    && q.files.iter().all(|f| {
+                        f.paths().all(|x| {
+                            Some(x) == f.old.as_deref()
+                                || std::fs::symlink_metadata(repo.join(x)).is_err()
+                        })
+                    })
+            })
+        {
+            match patch::apply_joined(
+                &[(text, p), (&task.test_patch, tp)],
+                &tree,
+                &out.join(".both.patch"),
+            ) {
+                Ok(ok) => both_applied = ok,
+                Err(e) => return cx.finish(Outcome::HarnessError, Some(e.to_string())),
+            }
+        }
 
         // Model patch: validate against the workspace, apply, neutralise.
-        let t = Instant::now();
         if let (Some(text), Some(p)) = (patch_text, &parsed) {
             if let Err(e) = patch::validate(p, &repo) {
                 return cx.finish(Outcome::PatchRefused, Some(e.to_string()));
             }
-            match patch::apply(text, p, &repo, &out.join(".model.patch")) {
+            let applied = if both_applied {
+                Ok(ApplyMethod::GitApply)
+            } else {
+                patch::apply(text, p, &tree, &out.join(".model.patch"))
+            };
+            match applied {
                 Ok(m) => cx.rep.apply_method = Some(m),
                 Err(e @ PatchError::DoesNotApply(_)) => {
                     return cx.finish(Outcome::PatchDidNotApply, Some(e.to_string()));
@@ -368,7 +432,8 @@ impl Harness {
                     if after {
                         std::fs::read_to_string(repo.join(path)).ok()
                     } else {
-                        let o = git(&repo)
+                        let o = tree
+                            .git()
                             .args(["show", &format!("HEAD:{path}")])
                             .output()
                             .ok()?;
@@ -379,7 +444,7 @@ impl Harness {
                 };
                 let a = gaming::analyse(p, &view, &read);
                 let paths: BTreeSet<String> = a.neutralise.iter().map(|f| f.path.clone()).collect();
-                if let Err(e) = patch::restore_paths(&repo, &paths) {
+                if let Err(e) = patch::restore_paths(&tree, &paths) {
                     return cx.finish(
                         Outcome::HarnessError,
                         Some(format!("cannot neutralise: {e}")),
@@ -388,26 +453,54 @@ impl Harness {
                 cx.rep.neutralised = a.neutralise;
                 cx.rep.warnings = a.warnings;
             }
-            write_applied_diff(&repo, p, &out.join("applied.diff"));
+            let exact =
+                cx.rep.apply_method == Some(ApplyMethod::GitApply) && cx.rep.neutralised.is_empty();
+            write_applied_diff(&tree, p, text, exact, &out.join("applied.diff"));
         }
 
         // Test patch: reset the files it touches, then apply it.
-        if !task.test_patch.trim().is_empty() {
-            let tp = match patch::parse(&task.test_patch) {
-                Ok(tp) => tp,
-                Err(e) => {
-                    return cx.finish(Outcome::TestPatchFailed, Some(format!("test_patch: {e}")));
-                }
-            };
-            let res = patch::validate(&tp, &repo)
-                .and_then(|()| patch::restore_paths(&repo, &tp.paths()))
-                .and_then(|()| {
-                    patch::apply(&task.test_patch, &tp, &repo, &out.join(".test.patch"))
-                });
-            if let Err(e) = res {
+        match test_patch {
+            None => {}
+            Some(Ok(_)) if both_applied => {}
+            Some(Err(e)) => {
                 return cx.finish(Outcome::TestPatchFailed, Some(format!("test_patch: {e}")));
             }
+            Some(Ok(tp)) => {
+                let reset = if env.clean() {
+                    // Tracked files the model patch left alone are already as
+                    // at the base; only its changes, and files in the way of
+                    // ones the test patch creates, need resetting.
+                    let model = parsed.as_ref().map(|p| p.paths()).unwrap_or_default();
+                    tp.files
+                        .iter()
+                        .flat_map(|f| {
+                            f.paths()
+                                .filter(|p| {
+                                    model.contains(*p)
+                                        || (Some(*p) != f.old.as_deref()
+                                            && std::fs::symlink_metadata(repo.join(p)).is_ok())
+                                })
+                                .map(str::to_string)
+                                .collect::<Vec<_>>()
+                        })
+                        .collect()
+                } else {
+                    tp.paths()
+                };
+                let res = patch::validate(&tp, &repo)
+                    .and_then(|()| patch::restore_paths(&tree, &reset))
+                    .and_then(|()| {
+                        patch::apply(&task.test_patch, &tp, &tree, &out.join(".test.patch"))
+                    });
+                if let Err(e) = res {
+                    return cx.finish(Outcome::TestPatchFailed, Some(format!("test_patch: {e}")));
+                }
+            }
         }
+        if let Err(e) = ws.seal(&touched) {
+            return cx.finish(Outcome::HarnessError, Some(e.to_string()));
+        }
+        let known = (task.test_format == TestFormat::PytestJunit).then(|| ws.known_files(&touched));
         cx.rep.timings_ms.patch = ms(t.elapsed());
 
         // Run, parse, rerun.
@@ -417,7 +510,6 @@ impl Harness {
         let mut first = true;
         let want: Vec<&String> = task.fail_to_pass.iter().chain(&task.pass_to_pass).collect();
         let mut failing_before: BTreeSet<String> = BTreeSet::new();
-        let mut known: Option<HashSet<String>> = None;
         for attempt in 0..=self.reruns {
             let _ = std::fs::remove_dir_all(&report_dir);
             if let Err(e) = std::fs::create_dir_all(&report_dir) {
@@ -427,19 +519,22 @@ impl Harness {
                 );
             }
             let mut rq = RunRequest::shell(
-                repo.clone(),
+                ws.run_repo(),
                 &task.test_cmd,
-                base_env(&ws.home()),
+                base_env(&ws.run_home()),
                 task.timeout,
             );
             rq.report_dir = Some(report_dir.clone());
-            rq.writable.push(ws.home());
+            rq.writable.extend(ws.run_writable());
+            rq.cow = ws.cow();
+            rq.memory = task.memory;
             let t = Instant::now();
             let r = match self.runner.run(&rq) {
                 Ok(r) => r,
                 Err(e) => return cx.finish(Outcome::HarnessError, Some(e.to_string())),
             };
             cx.rep.timings_ms.test_run += ms(t.elapsed());
+            cx.rep.timings_ms.test_command += ms(r.command_wall.unwrap_or(r.wall));
             cx.rep.runs += 1;
             cx.rep.unenforced = r.unenforced.clone();
             cx.rep.output_truncated |= r.output_truncated;
@@ -467,9 +562,6 @@ impl Harness {
                 );
             }
             let t = Instant::now();
-            if task.test_format == TestFormat::PytestJunit && known.is_none() {
-                known = Some(repo_files(&repo));
-            }
             let parsed = parse_run(task.test_format, &r, &report_dir, known.as_ref());
             cx.rep.timings_ms.parse += ms(t.elapsed());
             if first {
@@ -516,7 +608,9 @@ impl Harness {
                 task.pass_to_pass.len()
             )
         });
+        let t = Instant::now();
         drop(ws);
+        cx.rep.timings_ms.cleanup = ms(t.elapsed());
         cx.finish(
             if resolved {
                 Outcome::Resolved
@@ -621,33 +715,25 @@ fn parse_run(
     parse::parse(format, &input)
 }
 
-fn repo_files(repo: &Path) -> HashSet<String> {
-    git(repo)
-        .args([
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ])
-        .output()
-        .map(|o| {
-            o.stdout
-                .split(|b| *b == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn write_applied_diff(repo: &Path, p: &patch::Patch, dest: &Path) {
+/// Writes the model patch as graded. When `git apply` took it unchanged and
+/// nothing was neutralised, that is the patch itself; otherwise the diff is
+/// taken from the workspace.
+fn write_applied_diff(tree: &Tree, p: &patch::Patch, text: &str, exact: bool, dest: &Path) {
+    if exact {
+        let _ = std::fs::write(dest, text);
+        return;
+    }
     let paths: Vec<String> = p.paths().into_iter().collect();
-    let _ = git(repo).args(["add", "-N", "--"]).args(&paths).output();
-    if let Ok(o) = git(repo).args(["diff", "HEAD", "--"]).args(&paths).output() {
+    let _ = tree.git().args(["add", "-N", "--"]).args(&paths).output();
+    if let Ok(o) = tree
+        .git()
+        .args(["diff", "HEAD", "--"])
+        .args(&paths)
+        .output()
+    {
         let _ = std::fs::write(dest, &o.stdout);
     }
-    let _ = git(repo).args(["reset", "-q", "--"]).args(&paths).output();
+    let _ = tree.git().args(["reset", "-q", "--"]).args(&paths).output();
 }
 
 /// Groups a slice of reports by outcome (for summaries).

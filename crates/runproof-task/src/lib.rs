@@ -7,7 +7,8 @@
 //!
 //! Execution goes through two seams so the sandbox can take over without
 //! touching the grading logic: [`runner::TestRunner`] (run one command) and
-//! [`env::Workspaces`] (cached environments and per-instance workspaces).
+//! [`env::Workspaces`] (cached environments and per-instance workspaces,
+//! copy-on-write over the cache where the kernel allows it).
 
 pub mod cli;
 pub mod env;
@@ -20,9 +21,11 @@ pub mod patch;
 pub mod runner;
 pub mod sandbox_runner;
 
-pub use env::{CopyWorkspaces, Env, EnvError, EnvSpec, Workspace, Workspaces};
+pub use env::{
+    Env, EnvCache, EnvError, EnvSpec, Layout, Tree, Workspace, WorkspaceMode, Workspaces,
+};
 pub use grade::{Harness, InstanceReport, Outcome, PatchChoice};
 pub use model::{LoadError, Prediction, RepoSource, Task, load_predictions, load_tasks};
 pub use parse::{Status, TestFormat, TestResults};
-pub use runner::{DirectRunner, RunRequest, RunResult, RunnerError, TestRunner};
-pub use sandbox_runner::SandboxRunner;
+pub use runner::{CowRoot, DirectRunner, RunRequest, RunResult, RunnerError, TestRunner};
+pub use sandbox_runner::{NetworkAccess, SandboxRunner};

@@ -48,6 +48,9 @@ pub struct Task {
     pub test_format: TestFormat,
     #[serde(serialize_with = "ser_secs")]
     pub timeout: Duration,
+    /// Memory limit (bytes) for each setup and test command; `None`: the
+    /// sandbox's default.
+    pub memory: Option<u64>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -339,13 +342,13 @@ fn task_from(c: &Ctx, o: &Map<String, Value>, base_dir: &Path) -> Result<Task, L
             RepoSource::Path(if p.is_absolute() { p } else { base_dir.join(p) })
         }
         (None, Some(u)) => {
-            if u.starts_with('-') {
-                return Err(c.err(
+            check_repo_url(&u).map_err(|why| {
+                c.err(
                     Some("repo_url"),
-                    "starts with `-`",
-                    "give a URL git can clone",
-                ));
-            }
+                    format!("`{}` {why}", truncate(&u, 200)),
+                    "give an http:// or https:// URL of a git repository (fetched through the sandbox's egress proxy), or a local `repo_path`",
+                )
+            })?;
             RepoSource::Url(u)
         }
         (Some(_), Some(_)) => {
@@ -426,6 +429,37 @@ fn task_from(c: &Ctx, o: &Map<String, Value>, base_dir: &Path) -> Result<Task, L
             ));
         }
     };
+    let memory = match o.get("memory") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(b) if b >= 1 << 20 => Some(b),
+            _ => {
+                return Err(c.err(
+                    Some("memory"),
+                    "is out of range",
+                    "give at least 1048576 bytes, or a size such as \"512M\"",
+                ));
+            }
+        },
+        Some(Value::String(s)) => match s.parse::<runproof_sandbox::policy::ByteSize>() {
+            Ok(b) if b.0 >= 1 << 20 => Some(b.0),
+            Ok(_) => {
+                return Err(c.err(
+                    Some("memory"),
+                    "is under 1M",
+                    "give a size such as \"512M\" or \"2G\"",
+                ));
+            }
+            Err(e) => return Err(c.err(Some("memory"), e, "give a size such as \"512M\"")),
+        },
+        Some(v) => {
+            return Err(c.err(
+                Some("memory"),
+                format!("must be a size, found {}", kind(v)),
+                "write e.g. \"memory\": \"2G\"",
+            ));
+        }
+    };
     let patch = opt_str(c, o, "patch")?.filter(|p| !p.is_empty());
     let test_patch = opt_str(c, o, "test_patch")?.unwrap_or_default();
     for (f, p) in [
@@ -453,7 +487,66 @@ fn task_from(c: &Ctx, o: &Map<String, Value>, base_dir: &Path) -> Result<Task, L
         test_cmd,
         test_format,
         timeout,
+        memory,
     })
+}
+
+/// A `repo_url` must be something the egress proxy can carry and nothing
+/// git would turn into a local read or a command: `http://` or `https://`
+/// with a host, no credentials, no whitespace or control characters.
+/// (`file://`, `ext::`, `ssh://`, `git://`, scp-like `host:path` and
+/// anything starting with `-` are refused.)
+pub fn check_repo_url(u: &str) -> Result<(), &'static str> {
+    parse_repo_url(u).map(|_| ())
+}
+
+/// The host (IPv6 without brackets) and port a valid `repo_url` connects to.
+pub fn parse_repo_url(u: &str) -> Result<(String, u16), &'static str> {
+    if u.starts_with('-') {
+        return Err("starts with `-`, which git would read as an option");
+    }
+    if u.len() > 2048 {
+        return Err("is over 2048 bytes");
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or control characters");
+    }
+    let lower = u.to_ascii_lowercase();
+    let (rest, default_port) = if let Some(r) = lower.strip_prefix("https://") {
+        (r, 443)
+    } else if let Some(r) = lower.strip_prefix("http://") {
+        (r, 80)
+    } else {
+        return Err(
+            "is not an http:// or https:// URL (file://, ext::, ssh://, git:// and local paths are refused)",
+        );
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("carries credentials (`user@`); they would end up in logs");
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, after)) => (h, after.strip_prefix(':')),
+            None => return Err("has an unclosed `[` in its host"),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    let port = match port {
+        None | Some("") => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err("has a bad port"),
+        },
+    };
+    Ok((host.to_string(), port))
 }
 
 pub(crate) fn truncate(s: &str, max: usize) -> String {
@@ -625,6 +718,70 @@ mod tests {
                 .to_string()
                 .contains("cannot name a directory")
         );
+    }
+
+    #[test]
+    fn repo_urls_are_http_only_and_hostile_ones_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let with_url = |u: &str| {
+            let t = T.replace(
+                r#""repo_path":"repo""#,
+                &format!(r#""repo_url":{}"#, serde_json::Value::from(u)),
+            );
+            load_tasks(&write(d.path(), "u.json", &t))
+        };
+        let ok = with_url("https://github.com/psf/requests.git").unwrap();
+        assert_eq!(
+            ok[0].source,
+            RepoSource::Url("https://github.com/psf/requests.git".into())
+        );
+        assert_eq!(
+            parse_repo_url("http://127.0.0.2:8080/r.git").unwrap(),
+            ("127.0.0.2".to_string(), 8080)
+        );
+        assert_eq!(
+            parse_repo_url("https://[::1]/r.git").unwrap(),
+            ("::1".to_string(), 443)
+        );
+        for (url, why) in [
+            ("file:///etc", "not an http:// or https:// URL"),
+            ("ext::sh -c touch% /tmp/pwned", "whitespace"),
+            ("ext::sh", "not an http:// or https:// URL"),
+            ("--upload-pack=touch /tmp/pwned", "starts with `-`"),
+            ("-uhack", "starts with `-`"),
+            (
+                "ssh://git@example.com/r.git",
+                "not an http:// or https:// URL",
+            ),
+            ("git@example.com:r.git", "not an http:// or https:// URL"),
+            ("/srv/repos/r.git", "not an http:// or https:// URL"),
+            ("https://user:token@example.com/r.git", "credentials"),
+            ("https://example.com:99999/r.git", "bad port"),
+            ("https:///r.git", "no host"),
+            ("https://example.com/r.git\n", "control"),
+        ] {
+            let e = with_url(url).unwrap_err().to_string();
+            assert!(
+                e.contains("field `repo_url`") && e.contains(why) && e.contains("fix:"),
+                "{url}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn memory_is_a_size_or_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let with = |m: &str| {
+            let t = T.replace(r#""test_cmd""#, &format!(r#""memory":{m},"test_cmd""#));
+            load_tasks(&write(d.path(), "m.json", &t))
+        };
+        assert_eq!(with(r#""512M""#).unwrap()[0].memory, Some(512 << 20));
+        assert_eq!(with("2147483648").unwrap()[0].memory, Some(2 << 30));
+        assert_eq!(with("null").unwrap()[0].memory, None);
+        for bad in [r#""lots""#, r#""10K""#, "12", "true"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("field `memory`"), "{bad}: {e}");
+        }
     }
 
     #[test]

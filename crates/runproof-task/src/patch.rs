@@ -8,7 +8,7 @@
 //! and finally `patch -p1 --fuzz=3` (only for plain text patches), resetting
 //! the touched files between attempts.
 
-use crate::env::git;
+use crate::env::Tree;
 use crate::model::truncate;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -44,6 +44,8 @@ impl FilePatch {
 #[derive(Debug, Clone, Default)]
 pub struct Patch {
     pub files: Vec<FilePatch>,
+    /// The text ends inside a hunk (fewer lines than its header counts).
+    pub truncated: bool,
 }
 
 impl Patch {
@@ -313,7 +315,10 @@ pub fn parse(text: &str) -> Result<Patch, PatchError> {
             f.symlink_target = f.added.first().cloned();
         }
     }
-    Ok(Patch { files })
+    Ok(Patch {
+        files,
+        truncated: in_hunk != (0, 0),
+    })
 }
 
 /// `@@ -a[,b] +c[,d] @@` → (b, d), counts default to 1.
@@ -456,14 +461,15 @@ fn run_tool(mut c: Command, name: &str) -> Result<(bool, String), PatchError> {
 /// Restores `paths` to their state at `HEAD` (the base commit): tracked files
 /// are checked out, files absent at `HEAD` are removed. Untracked files the
 /// environment setup created elsewhere are left alone.
-pub fn restore_paths(ws: &Path, paths: &BTreeSet<String>) -> Result<(), PatchError> {
+pub fn restore_paths(tree: &Tree, paths: &BTreeSet<String>) -> Result<(), PatchError> {
+    let ws = tree.work.as_path();
     if paths.is_empty() {
         return Ok(());
     }
     for p in paths {
         check_path(p)?;
     }
-    let mut c = git(ws);
+    let mut c = tree.git();
     c.args(["ls-tree", "-r", "--name-only", "-z", "HEAD", "--"])
         .args(paths);
     let out = c
@@ -487,13 +493,13 @@ pub fn restore_paths(ws: &Path, paths: &BTreeSet<String>) -> Result<(), PatchErr
             Err(_) => {}
         }
         // Unstage anything 3-way merging put in the index.
-        let mut c = git(ws);
+        let mut c = tree.git();
         c.args(["rm", "--cached", "-q", "--ignore-unmatch", "--"])
             .arg(p);
         let _ = c.output();
     }
     if !tracked.is_empty() {
-        let mut c = git(ws);
+        let mut c = tree.git();
         c.args(["checkout", "-q", "HEAD", "--"]).args(&tracked);
         let (ok, msg) = run_tool(c, "git checkout")?;
         if !ok {
@@ -509,9 +515,10 @@ pub fn restore_paths(ws: &Path, paths: &BTreeSet<String>) -> Result<(), PatchErr
 pub fn apply(
     text: &str,
     patch: &Patch,
-    ws: &Path,
+    tree: &Tree,
     patch_file: &Path,
 ) -> Result<ApplyMethod, PatchError> {
+    let ws = tree.work.as_path();
     if patch.files.is_empty() {
         return Ok(ApplyMethod::Empty);
     }
@@ -524,7 +531,7 @@ pub fn apply(
     let paths = patch.paths();
     let mut errors = Vec::new();
 
-    let mut c = git(ws);
+    let mut c = tree.git();
     c.args(["apply", "--whitespace=nowarn", "-v"])
         .arg(patch_file);
     let (ok, msg) = run_tool(c, "git apply")?;
@@ -532,21 +539,21 @@ pub fn apply(
         return Ok(ApplyMethod::GitApply);
     }
     errors.push(format!("git apply: {}", last_lines(&msg, 3)));
-    restore_paths(ws, &paths)?;
+    restore_paths(tree, &paths)?;
 
-    let mut c = git(ws);
+    let mut c = tree.git();
     c.args(["apply", "--3way", "--whitespace=nowarn"])
         .arg(patch_file);
     let (ok, msg) = run_tool(c, "git apply --3way")?;
     if ok && !has_conflict_markers(ws, &paths) {
         // Leave the index as it was at the base; only the worktree matters.
-        let mut c = git(ws);
+        let mut c = tree.git();
         c.args(["reset", "-q", "--"]).args(&paths);
         let _ = c.output();
         return Ok(ApplyMethod::GitApply3way);
     }
     errors.push(format!("git apply --3way: {}", last_lines(&msg, 3)));
-    restore_paths(ws, &paths)?;
+    restore_paths(tree, &paths)?;
 
     if patch.files.iter().any(|f| f.git_only || f.symlink) {
         return Err(PatchError::DoesNotApply(errors.join("; ")));
@@ -574,12 +581,43 @@ pub fn apply(
         if ok2 {
             return Ok(ApplyMethod::PatchFuzz);
         }
-        restore_paths(ws, &paths)?;
+        restore_paths(tree, &paths)?;
         errors.push(format!("patch: {}", last_lines(&msg2, 3)));
     } else {
         errors.push(format!("patch --fuzz=3: {}", last_lines(&msg, 3)));
     }
     Err(PatchError::DoesNotApply(errors.join("; ")))
+}
+
+/// Applies several patches (already parsed and validated, touching disjoint
+/// paths) with one `git apply`, which is atomic: `Ok(false)` when any hunk
+/// does not apply, and then nothing was changed. No fallbacks. Also
+/// `Ok(false)`, without running anything, unless the joined text parses to
+/// exactly the patches' own entries: a patch that ends inside a hunk could
+/// otherwise swallow the next one's lines.
+pub fn apply_joined(
+    patches: &[(&str, &Patch)],
+    tree: &Tree,
+    patch_file: &Path,
+) -> Result<bool, PatchError> {
+    let mut joined = String::new();
+    for (t, _) in patches {
+        joined.push_str(t);
+        if !joined.ends_with('\n') {
+            joined.push('\n');
+        }
+    }
+    let want: Vec<&FilePatch> = patches.iter().flat_map(|(_, p)| &p.files).collect();
+    let separate = patches.iter().all(|(_, p)| !p.truncated)
+        && parse(&joined).is_ok_and(|j| !j.truncated && j.files.iter().eq(want.iter().copied()));
+    if !separate {
+        return Ok(false);
+    }
+    std::fs::write(patch_file, &joined)
+        .map_err(|e| PatchError::Tool("write patch file".into(), e.to_string()))?;
+    let mut c = tree.git();
+    c.args(["apply", "--whitespace=nowarn"]).arg(patch_file);
+    Ok(run_tool(c, "git apply")?.0)
 }
 
 fn last_lines(s: &str, n: usize) -> String {
@@ -699,6 +737,51 @@ mod tests {
             ),
             "{p:?}"
         );
+    }
+
+    fn git_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            std::fs::write(d.path().join(p), c).unwrap();
+        }
+        for args in [
+            &["init", "-q"][..],
+            &["add", "-A"],
+            &["commit", "-qm", "base"],
+        ] {
+            let ok = crate::env::git(d.path()).args(args).status().unwrap();
+            assert!(ok.success(), "git {args:?}");
+        }
+        d
+    }
+
+    #[test]
+    fn joined_apply_is_atomic_and_refuses_a_patch_that_swallows_the_next() {
+        let d = git_repo(&[("a.txt", "a\n"), ("b.txt", "b\n")]);
+        let tree = Tree::plain(d.path());
+        let scratch = tempfile::tempdir().unwrap();
+        let pf = scratch.path().join("joined.patch");
+        let pa = "--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-a\n+A\n";
+        let pb = "--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-b\n+B\n";
+        let bad_b = "--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-nope\n+B\n";
+        let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap();
+        let (a, b, bb) = (
+            parse(pa).unwrap(),
+            parse(pb).unwrap(),
+            parse(bad_b).unwrap(),
+        );
+        // One hunk fails: nothing is written.
+        assert!(!apply_joined(&[(pa, &a), (bad_b, &bb)], &tree, &pf).unwrap());
+        assert_eq!((read("a.txt"), read("b.txt")), ("a\n".into(), "b\n".into()));
+        // A patch whose last hunk claims more lines than it has would take the
+        // next patch's header as its own lines: refused before git runs.
+        let short = "--- a/a.txt\n+++ b/a.txt\n@@ -1 +1,3 @@\n-a\n+A\n";
+        let s = parse(short).unwrap();
+        assert!(s.truncated);
+        assert!(!apply_joined(&[(short, &s), (pb, &b)], &tree, &pf).unwrap());
+        assert_eq!(read("b.txt"), "b\n");
+        assert!(apply_joined(&[(pa, &a), (pb, &b)], &tree, &pf).unwrap());
+        assert_eq!((read("a.txt"), read("b.txt")), ("A\n".into(), "B\n".into()));
     }
 
     #[test]

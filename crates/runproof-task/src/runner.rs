@@ -42,6 +42,19 @@ pub struct RunRequest {
     /// Cap for each of stdout and stderr; beyond it the middle is dropped
     /// (head and tail kept) and the result says so.
     pub max_output: usize,
+    /// Copy-on-write: the command sees `lower` (a cached environment, which
+    /// must stay unchanged) with `upper` over it, and every write goes to
+    /// `upper`. `workdir` lies inside `lower`.
+    pub cow: Option<CowRoot>,
+    /// Memory limit for the command and everything it starts, in bytes.
+    pub memory: Option<u64>,
+}
+
+/// The two layers of a copy-on-write workspace (see [`RunRequest::cow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CowRoot {
+    pub lower: PathBuf,
+    pub upper: PathBuf,
 }
 
 impl RunRequest {
@@ -61,6 +74,8 @@ impl RunRequest {
             report_dir: None,
             writable: Vec::new(),
             max_output: DEFAULT_MAX_OUTPUT,
+            cow: None,
+            memory: None,
         }
     }
 }
@@ -80,6 +95,9 @@ pub struct RunResult {
     /// Output went past `max_output` and its middle was dropped.
     pub output_truncated: bool,
     pub wall: Duration,
+    /// How long the command itself ran, when the runner can tell it apart
+    /// from its own start-up and teardown (a sandbox's set-up).
+    pub command_wall: Option<Duration>,
     /// Protections the request implies that this runner did not enforce
     /// (e.g. "network isolation"). Empty for a runner that enforced all.
     pub unenforced: Vec<String>,
@@ -138,6 +156,11 @@ pub trait TestRunner: Send + Sync {
     /// Whether this runner confines the command (reports carry it).
     fn sandboxed(&self) -> bool;
     fn run(&self, req: &RunRequest) -> Result<RunResult, RunnerError>;
+    /// Refuses, before anything runs, a `repo_url` that this runner's
+    /// network policy would not let a fetch reach (reason and fix).
+    fn check_fetch(&self, _url: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Runs commands directly on the host: own process group, killed with the
@@ -155,6 +178,12 @@ impl TestRunner for DirectRunner {
     }
     fn run(&self, req: &RunRequest) -> Result<RunResult, RunnerError> {
         let (prog, args) = req.argv.split_first().ok_or(RunnerError::EmptyArgv)?;
+        if req.cow.is_some() {
+            return Err(RunnerError::Other(
+                "the direct runner cannot mount a copy-on-write workspace; use copy workspaces"
+                    .into(),
+            ));
+        }
         let mut cmd = Command::new(prog);
         cmd.args(args)
             .current_dir(&req.workdir)
@@ -224,6 +253,7 @@ impl TestRunner for DirectRunner {
             stderr,
             output_truncated: truncated,
             wall,
+            command_wall: Some(wall),
             unenforced,
         })
     }

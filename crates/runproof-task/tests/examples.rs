@@ -91,7 +91,21 @@ fn examples_grade_as_designed_and_resume() {
 
     assert!(summary.all_graded);
     assert_eq!(summary.resolved_instances, 4);
-    assert_eq!(summary.error_instances, 0);
+    // A patch that does not apply has no test verdict: an error as SWE-bench
+    // counts them, not an unresolved instance, and not an infrastructure failure.
+    assert!(summary.infrastructure_ids.is_empty());
+    assert_eq!(summary.by_outcome["patch_did_not_apply"], 2);
+    assert_eq!(summary.error_ids, vec!["py-stats-1", "py-stats-junit-1"]);
+    // Every instance was graded on a copy-on-write workspace over its cache.
+    assert!(
+        reps.iter()
+            .filter(|r| r.runs > 0)
+            .all(|r| r.workspace.as_deref() == Some("overlay")),
+        "{:?}",
+        reps.iter()
+            .map(|r| (&r.workspace, &r.workspace_note))
+            .collect::<Vec<_>>()
+    );
     // Environments: one per (repo, base, setup) — the two py-stats tasks share one.
     let envs = std::fs::read_dir(tmp.path().join("cache/envs"))
         .unwrap()

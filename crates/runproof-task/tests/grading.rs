@@ -6,7 +6,7 @@ mod common;
 
 use runproof_task::eval::validate_task;
 use runproof_task::patch::ApplyMethod;
-use runproof_task::{Harness, Outcome, PatchChoice};
+use runproof_task::{EnvCache, Harness, Outcome, PatchChoice, WorkspaceMode};
 use serde_json::json;
 use std::path::Path;
 
@@ -29,6 +29,28 @@ fn py_task(
         "timeout": 60,
         "FAIL_TO_PASS": [],
         "PASS_TO_PASS": ["test_a.py::test_ok"],
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    common::task(dir, v)
+}
+
+/// A task on an existing repository and commit.
+fn py_task_at(
+    dir: &Path,
+    id: &str,
+    repo: &Path,
+    sha: &str,
+    extra: serde_json::Value,
+) -> runproof_task::Task {
+    let mut v = json!({
+        "instance_id": id,
+        "base_commit": sha,
+        "repo_path": repo,
+        "test_cmd": "python3 -m pytest -rA -p no:cacheprovider",
+        "test_format": "pytest",
+        "timeout": 60,
     });
     for (k, val) in extra.as_object().unwrap() {
         v[k] = val.clone();
@@ -350,5 +372,94 @@ fn hostile_patch_is_contained_by_the_sandboxed_runner() {
     assert!(
         report.to_string().contains("hostile"),
         "the grader's report was overwritten: {report}"
+    );
+}
+
+/// A patch made against a later version of the file applies only with a
+/// three-way merge, which needs the patch's blobs and the index: both come
+/// from the cached environment's repository, in every kind of workspace.
+#[test]
+fn three_way_fallback_merges_a_patch_made_on_another_version() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo-3way");
+    let lines: Vec<String> = (1..=12).map(|i| format!("V{i} = {i}\n")).collect();
+    let code = lines.concat();
+    let test = "from m import V1, V12\n\ndef test_ok():\n    assert V1 == 100 and V12 == 12\n";
+    let base = common::repo(&repo, &[("m.py", &code), ("test_a.py", test)]);
+    // A later commit on another branch changes a line the model's hunk
+    // has as context; the model's patch is made there.
+    common::git(&repo, &["checkout", "-q", "-b", "later"]);
+    let later = code.replace("V4 = 4", "V4 = 4  # later");
+    std::fs::write(repo.join("m.py"), &later).unwrap();
+    common::git(&repo, &["commit", "-qam", "later"]);
+    let patch = common::diff(&repo, &[("m.py", &later.replace("V1 = 1\n", "V1 = 100\n"))]);
+    common::git(&repo, &["checkout", "-q", "main"]);
+    let t = py_task_at(
+        d.path(),
+        "threeway",
+        &repo,
+        &base,
+        json!({"FAIL_TO_PASS": ["test_a.py::test_ok"], "PASS_TO_PASS": []}),
+    );
+    for mode in [WorkspaceMode::Overlay, WorkspaceMode::Copy] {
+        let h = Harness {
+            workspaces: std::sync::Arc::new(EnvCache::with_mode(d.path().join("c"), mode)),
+            ..common::harness(&d.path().join("c"))
+        };
+        let r = h.grade(
+            &t,
+            "m",
+            PatchChoice::Model(Some(&patch)),
+            &d.path().join(format!("o-{mode:?}")),
+        );
+        assert_eq!(
+            r.apply_method,
+            Some(ApplyMethod::GitApply3way),
+            "{mode:?}: {:?}",
+            r.detail
+        );
+        assert_eq!(r.status, Outcome::Resolved, "{mode:?}: {:?}", r.detail);
+    }
+}
+
+/// A task's `memory` limit is enforced by a cgroup; the test command that
+/// exceeds it is reported as out of memory, an infrastructure outcome, not
+/// as unresolved. A setup command that exceeds it fails the setup.
+#[test]
+fn out_of_memory_is_infrastructure_not_unresolved() {
+    let d = tempfile::tempdir().unwrap();
+    let hog = "python3 -c 'x = bytearray(512 * 1024 * 1024); print(len(x))'";
+    let t = py_task(
+        d.path(),
+        "hog",
+        &[("test_a.py", T)],
+        json!({"test_cmd": hog, "memory": "64M"}),
+    );
+    let h = common::harness(&d.path().join("c"));
+    let r = h.grade(&t, "m", PatchChoice::Empty, &d.path().join("o"));
+    assert_eq!(r.status, Outcome::OutOfMemory, "{:?}", r.detail);
+    assert!(r.status.is_infrastructure());
+    assert!(!r.resolved);
+    // Under the limit the same task passes: the limit, not the command, failed it.
+    let t = py_task(
+        d.path(),
+        "fits",
+        &[("test_a.py", T)],
+        json!({"memory": "256M"}),
+    );
+    let r = h.grade(&t, "m", PatchChoice::Empty, &d.path().join("o2"));
+    assert_eq!(r.status, Outcome::Resolved, "{:?}", r.detail);
+    let t = py_task(
+        d.path(),
+        "sethog",
+        &[("test_a.py", T)],
+        json!({"setup": [hog], "memory": "64M"}),
+    );
+    let r = h.grade(&t, "m", PatchChoice::Empty, &d.path().join("o3"));
+    assert_eq!(r.status, Outcome::SetupFailed, "{:?}", r.detail);
+    assert!(
+        r.detail.as_deref().unwrap().contains("out of memory"),
+        "{:?}",
+        r.detail
     );
 }

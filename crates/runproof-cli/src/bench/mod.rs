@@ -20,7 +20,7 @@ use runproof_integrity::trajectory;
 use runproof_sandbox::overlay::{DiffOptions, diff_to_vec};
 use runproof_sandbox::policy::{NetworkMode, Seconds};
 use runproof_sandbox::{Policy, RunSpec, Stdio};
-use runproof_task::{CopyWorkspaces, Harness, PatchChoice, SandboxRunner};
+use runproof_task::{EnvCache, Harness, PatchChoice, SandboxRunner};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -349,7 +349,7 @@ fn run_inner(args: &BenchArgs, config: Option<&Path>) -> Result<ExitCode, String
     .map_err(|e| format!("cannot write {}: {e}", out.join(MARKER).display()))?;
     let harness = Harness {
         runner: Arc::new(SandboxRunner::default()),
-        workspaces: Arc::new(CopyWorkspaces::new(out.join(".cache"))),
+        workspaces: Arc::new(EnvCache::new(out.join(".cache"))),
         reruns: 0,
         keep_workspaces: false,
     };

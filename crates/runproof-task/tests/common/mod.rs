@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 //! Helpers for the integration tests: real git repositories, real tasks.
 
-use runproof_task::{CopyWorkspaces, Harness, SandboxRunner, Task, load_tasks};
+use runproof_task::{EnvCache, Harness, SandboxRunner, Task, load_tasks};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub fn task(dir: &Path, json: serde_json::Value) -> Task {
 pub fn harness(cache: &Path) -> Harness {
     Harness {
         runner: Arc::new(SandboxRunner::default()),
-        workspaces: Arc::new(CopyWorkspaces::new(cache)),
+        workspaces: Arc::new(EnvCache::new(cache)),
         reruns: 0,
         keep_workspaces: false,
     }
