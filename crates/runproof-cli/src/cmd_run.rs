@@ -647,6 +647,7 @@ pub(crate) fn stop_reason(r: &runproof_net::StopReason) -> &'static str {
     match r {
         runproof_net::StopReason::BudgetExhausted => "budget_exhausted",
         runproof_net::StopReason::RunawayLoop => "runaway_loop",
+        runproof_net::StopReason::SpendWithoutChange => "spend_without_change",
     }
 }
 
@@ -846,7 +847,14 @@ pub(crate) fn attach_network(
                     "runaway loop: near-identical model requests repeated (the loop policy says stop)",
                 );
             }
-            runproof_net::StopReason::RunawayLoop => {}
+            runproof_net::StopReason::SpendWithoutChange if stop_loops => {
+                run_stop.stop(
+                    &reason,
+                    "runaway loop: model calls spent without any change in the workspace (the loop policy says stop)",
+                );
+            }
+            runproof_net::StopReason::RunawayLoop
+            | runproof_net::StopReason::SpendWithoutChange => {}
         };
         let g = runproof_net::Gateway::new(runproof_net::GatewayConfig {
             openai,
