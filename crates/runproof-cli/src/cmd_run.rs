@@ -1,6 +1,6 @@
 //! `runproof run` and `runproof doctor`.
 
-use crate::config::{Config, KeySource, Provider};
+use crate::config::{Config, KeySource, Provider, UsdLimit};
 use clap::{Args, ValueEnum};
 use runproof_sandbox::audit::{AuditLog, Event};
 use runproof_sandbox::policy::NetworkMode;
@@ -103,6 +103,16 @@ pub struct RunArgs {
     /// spent (exit 124), also when it makes no model call.
     #[arg(long, value_name = "USD")]
     budget: Option<f64>,
+    /// With the gateway: flag the run as a runaway loop once its model calls
+    /// spend more than USD without any change in the workspace (with
+    /// --overlay: in the upper layer), watched from the host; `off` turns
+    /// the check off. Default: loop.max_usd_without_change from the config,
+    /// else 0.50. The run is stopped only with loop.stop = true. Changes in
+    /// build output, dependencies, caches and version control (node_modules,
+    /// target, .git, .venv, __pycache__, ...) do not count; --verbose shows
+    /// what was watched.
+    #[arg(long, value_name = "USD|off")]
+    max_usd_without_change: Option<UsdLimit>,
     /// Model prices in LiteLLM's model_prices_and_context_window.json format,
     /// on top of the bundled table (default: prices from the config).
     #[arg(long, value_name = "FILE")]
@@ -197,6 +207,12 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if !metered && args.max_usd_without_change.is_some() {
+        eprintln!(
+            "runproof: --max-usd-without-change limits the model spend of a metered run; add --gateway or --budget USD"
+        );
+        return ExitCode::from(2);
+    }
     let gateway = if metered {
         let setup = Config::load(config).and_then(|cfg| {
             GatewaySetup::resolve(
@@ -207,6 +223,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
                     budget: args.budget,
                     prices: args.prices.as_deref(),
                     ledger: args.ledger.as_deref(),
+                    max_usd_without_change: args.max_usd_without_change,
                 },
             )
         });
@@ -249,12 +266,19 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
             return ExitCode::from(125);
         }
     };
-    let result = runproof_sandbox::run(spec);
+    let mut result = runproof_sandbox::run(spec);
     if let Some(g) = gate.lock().ok().and_then(|mut g| g.take()) {
         g.shutdown();
     }
-    if let (Some(m), Ok(out)) = (&metering, &result) {
+    if let (Some(m), Ok(out)) = (&metering, &mut result) {
         eprintln!("runproof: {}", m.finish(out));
+        if let Some(l) = m.change_detection() {
+            // Incomplete coverage is said without --verbose too.
+            if l.state == LayerState::Partial && !args.verbose {
+                eprintln!("runproof: change detection: {}", l.detail);
+            }
+            out.layers.push(l);
+        }
     }
     match result {
         Ok(out) => {
@@ -543,9 +567,30 @@ pub(crate) struct Metering {
     budget: Arc<runproof_ledger::Budget>,
     compute: Arc<Mutex<ComputeMeter>>,
     stop: Arc<RunStop>,
+    changes: Mutex<ChangeDetection>,
+}
+
+/// The workspace watcher of a metered run (with what it watches:
+/// "workspace", "overlay upper layer"), and the layer that reports it.
+struct ChangeDetection {
+    watcher: Option<(&'static str, runproof_sandbox::watch::Watcher)>,
+    layer: Option<runproof_sandbox::LayerStatus>,
 }
 
 impl Metering {
+    /// The `change detection` layer: what was watched for the
+    /// spend-without-change check and how completely. Stops the watcher
+    /// (call it once the run has ended).
+    pub(crate) fn change_detection(&self) -> Option<runproof_sandbox::LayerStatus> {
+        let mut c = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((what, w)) = c.watcher.take() {
+            let mut l = w.stop().layer();
+            l.detail = format!("{what}: {}", l.detail);
+            c.layer = Some(l);
+        }
+        c.layer.clone()
+    }
+
     /// Record whether the run's patch was verified, for `runproof cost`'s
     /// cost per verified fix.
     pub(crate) fn record_verdict(&self, task: &str, outcome: &str, verified: bool) {
@@ -647,6 +692,7 @@ pub(crate) fn stop_reason(r: &runproof_net::StopReason) -> &'static str {
     match r {
         runproof_net::StopReason::BudgetExhausted => "budget_exhausted",
         runproof_net::StopReason::RunawayLoop => "runaway_loop",
+        runproof_net::StopReason::SpendWithoutChange => "spend_without_change",
     }
 }
 
@@ -689,6 +735,8 @@ pub(crate) struct GatewayFlags<'a> {
     pub budget: Option<f64>,
     pub prices: Option<&'a Path>,
     pub ledger: Option<&'a Path>,
+    /// `--max-usd-without-change`.
+    pub max_usd_without_change: Option<UsdLimit>,
 }
 
 impl GatewaySetup {
@@ -708,7 +756,10 @@ impl GatewaySetup {
             prices: cfg.prices(f.prices).0,
             ledger: cfg.ledger(f.ledger)?.0,
             compute: cfg.compute().0,
-            loops: cfg.loops().0,
+            loops: runproof_net::LoopPolicy {
+                max_usd_without_change: cfg.max_usd_without_change(f.max_usd_without_change).0,
+                ..cfg.loops().0
+            },
             task: None,
             agent: None,
         })
@@ -827,7 +878,34 @@ pub(crate) fn attach_network(
         spec.on_tick = Some(Box::new(move |stats| {
             meter.lock().unwrap_or_else(|e| e.into_inner()).tick(stats);
         }));
-        let (b, stop_loops, run_stop) = (budget.clone(), gw.loops.stop, stop.clone());
+        let mut loops = gw.loops;
+        let gateway_cell: Arc<std::sync::OnceLock<runproof_net::Gateway>> = Arc::default();
+        let changes = if loops.max_usd_without_change.is_some() {
+            let cell = gateway_cell.clone();
+            let c = watch_workspace(spec, setup.audit, &ledger_path, move || {
+                if let Some(g) = cell.get() {
+                    g.note_workspace_change();
+                }
+            });
+            if c.watcher.is_none() {
+                // Without change reports every spend would look like no progress.
+                loops.max_usd_without_change = None;
+                if let Some(l) = &c.layer {
+                    eprintln!("runproof: change detection unavailable: {}", l.detail);
+                }
+            }
+            c
+        } else {
+            ChangeDetection {
+                watcher: None,
+                layer: Some(runproof_sandbox::LayerStatus::new(
+                    "change detection",
+                    LayerState::Off,
+                    "not needed: the spend-without-change check is off (loop.max_usd_without_change = false, or --max-usd-without-change off)",
+                )),
+            }
+        };
+        let (b, stop_loops, run_stop) = (budget.clone(), loops.stop, stop.clone());
         let on_stop = move |reason: runproof_net::StopReason| match reason {
             runproof_net::StopReason::BudgetExhausted => {
                 let st = b.status();
@@ -846,7 +924,17 @@ pub(crate) fn attach_network(
                     "runaway loop: near-identical model requests repeated (the loop policy says stop)",
                 );
             }
-            runproof_net::StopReason::RunawayLoop => {}
+            runproof_net::StopReason::SpendWithoutChange if stop_loops => {
+                run_stop.stop(
+                    &reason,
+                    format!(
+                        "runaway loop: over ${:.4} spent on model calls without any change in the workspace (loop.max_usd_without_change; the loop policy says stop)",
+                        loops.max_usd_without_change.unwrap_or(0.0)
+                    ),
+                );
+            }
+            runproof_net::StopReason::RunawayLoop
+            | runproof_net::StopReason::SpendWithoutChange => {}
         };
         let g = runproof_net::Gateway::new(runproof_net::GatewayConfig {
             openai,
@@ -855,11 +943,12 @@ pub(crate) fn attach_network(
             prices: Arc::new(prices),
             budget: budget.clone(),
             audit: sink.clone(),
-            loops: gw.loops,
+            loops,
             on_stop: Some(Arc::new(on_stop)),
             ..runproof_net::GatewayConfig::new(writer.clone())
         })
         .map_err(|e| format!("gateway: {e}"))?;
+        let _ = gateway_cell.set(g.clone());
         spec.listen_ports.push(GATEWAY_PORT);
         metering = Some(Metering {
             run_id,
@@ -870,6 +959,7 @@ pub(crate) fn attach_network(
             budget,
             compute,
             stop,
+            changes: Mutex::new(changes),
         });
         Some(g)
     } else {
@@ -893,4 +983,56 @@ pub(crate) fn attach_network(
         }
     }));
     Ok(metering)
+}
+
+/// Start watching what the sandboxed command changes, for the gateway's
+/// spend-without-change check: the overlay's upper layer when there is
+/// one (every change lands there), else the workspace. The files the host
+/// writes there itself (the audit log, the ledger) are not the command's.
+/// Never runs anything from the tree (see `runproof_sandbox::watch`).
+fn watch_workspace(
+    spec: &RunSpec,
+    audit: Option<&Path>,
+    ledger: &Path,
+    on_change: impl Fn() + Send + 'static,
+) -> ChangeDetection {
+    let failed = |msg: String| ChangeDetection {
+        watcher: None,
+        layer: Some(runproof_sandbox::LayerStatus::new(
+            "change detection",
+            LayerState::Unavailable,
+            format!("{msg}; the spend-without-change check is off for this run"),
+        )),
+    };
+    let (what, root) = match &spec.overlay {
+        Some(upper) => {
+            // The sandbox creates it too; it must exist to be watched first.
+            if let Err(e) = std::fs::create_dir_all(upper) {
+                return failed(format!("create overlay dir {}: {e}", upper.display()));
+            }
+            ("overlay upper layer", upper.clone())
+        }
+        None => match runproof_sandbox::resolve_workspace(&spec.policy) {
+            Ok(ws) => ("workspace", ws),
+            Err(e) => return failed(e.to_string()),
+        },
+    };
+    let mut ignore: Vec<PathBuf> = audit.map(Path::to_path_buf).into_iter().collect();
+    ignore.push(ledger.to_path_buf());
+    for side in ["-wal", "-shm", "-journal"] {
+        let mut p = ledger.as_os_str().to_os_string();
+        p.push(side);
+        ignore.push(PathBuf::from(p));
+    }
+    let opts = runproof_sandbox::watch::WatchOptions {
+        ignore_files: ignore,
+        ..Default::default()
+    };
+    match runproof_sandbox::watch::Watcher::start(&root, opts, on_change) {
+        Ok(w) => ChangeDetection {
+            watcher: Some((what, w)),
+            layer: None,
+        },
+        Err(e) => failed(e.to_string()),
+    }
 }

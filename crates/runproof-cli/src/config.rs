@@ -21,6 +21,10 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub const DEFAULT_OPENAI_BASE: &str = "https://api.openai.com";
 pub const DEFAULT_ANTHROPIC_BASE: &str = "https://api.anthropic.com";
 
+/// Model spend without any change in the workspace that flags a metered
+/// run as a runaway loop, unless the file or a flag says otherwise.
+pub const DEFAULT_MAX_USD_WITHOUT_CHANGE: f64 = 0.50;
+
 /// Compute prices when the file sets none: about $0.049 per vCPU-hour and
 /// $0.0054 per GiB-hour, in line with on-demand cloud prices.
 pub const DEFAULT_COMPUTE: ComputePrice = ComputePrice {
@@ -52,8 +56,15 @@ directory. Flags override the file. Every key is optional:
   [loop]                            # runaway-loop detection in the gateway
   window = 20                       # the last N requests...
   threshold = 6                     # ...of which this many near-identical flag a loop
+  max_usd_without_change = 0.50     # model spend with no change in the workspace
+                                    # (run, bench; false: off) that flags a loop
   stop = false                      # true: stop the run when a loop is flagged
                                     # (unset: run flags, bench stops)
+
+A change is a file created, written, deleted or renamed in the workspace
+(with an overlay: in its upper layer); build output, dependencies, caches
+and version control (node_modules, target, .git, .venv, __pycache__, ...)
+do not count.
 
 Relative paths are relative to the file's directory; ~/ is the home directory.";
 
@@ -91,7 +102,59 @@ struct ComputeData {
 struct LoopData {
     window: Option<usize>,
     threshold: Option<usize>,
+    max_usd_without_change: Option<UsdOrOff>,
     stop: Option<bool>,
+}
+
+/// An amount of USD, or `false` for off (TOML has no null).
+#[derive(Debug, Clone, Copy)]
+enum UsdOrOff {
+    Usd(f64),
+    Switch(bool),
+}
+
+impl<'de> Deserialize<'de> for UsdOrOff {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = UsdOrOff;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an amount of USD (e.g. 0.50), or false to turn the check off")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<UsdOrOff, E> {
+                Ok(UsdOrOff::Usd(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<UsdOrOff, E> {
+                Ok(UsdOrOff::Usd(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<UsdOrOff, E> {
+                Ok(UsdOrOff::Usd(v as f64))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<UsdOrOff, E> {
+                Ok(UsdOrOff::Switch(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `--max-usd-without-change`: a positive amount of USD, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UsdLimit(pub Option<f64>);
+
+impl std::str::FromStr for UsdLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(UsdLimit(None));
+        }
+        match s.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(UsdLimit(Some(x))),
+            _ => Err(format!(
+                "{s:?} is not a positive amount of USD; write e.g. 0.50, or off to turn the check off"
+            )),
+        }
+    }
 }
 
 /// Where a setting's value came from.
@@ -396,8 +459,28 @@ impl Config {
         }
     }
 
-    /// The loop policy of `runproof run` and `runproof gateway`: a loop is
-    /// flagged, and stops the run only with `loop.stop = true`.
+    /// `loop.max_usd_without_change`, a flag over it; `None` is off.
+    pub fn max_usd_without_change(&self, flag: Option<UsdLimit>) -> (Option<f64>, Source) {
+        let file = self
+            .data
+            .loops
+            .as_ref()
+            .and_then(|l| l.max_usd_without_change)
+            .map(|v| match v {
+                UsdOrOff::Usd(x) => Some(x),
+                // `true` is refused by `validate`.
+                UsdOrOff::Switch(_) => None,
+            });
+        Self::pick(
+            flag.map(|f| f.0),
+            file,
+            Some(DEFAULT_MAX_USD_WITHOUT_CHANGE),
+        )
+    }
+
+    /// The loop policy of `runproof run`: a loop is flagged, and stops the
+    /// run only with `loop.stop = true`. (`runproof gateway` takes it
+    /// without the spend-without-change check: it sees no workspace.)
     pub fn loops(&self) -> (LoopPolicy, Source) {
         self.loops_with_default_stop(LoopPolicy::default().stop)
     }
@@ -408,6 +491,7 @@ impl Config {
     pub fn loops_with_default_stop(&self, default_stop: bool) -> (LoopPolicy, Source) {
         let d = LoopPolicy {
             stop: default_stop,
+            max_usd_without_change: self.max_usd_without_change(None).0,
             ..LoopPolicy::default()
         };
         match &self.data.loops {
@@ -417,7 +501,7 @@ impl Config {
                     window: l.window.unwrap_or(d.window),
                     threshold: l.threshold.unwrap_or(d.threshold),
                     stop: l.stop.unwrap_or(d.stop),
-                    max_usd_without_change: None,
+                    ..d
                 },
                 Source::File,
             ),
@@ -468,6 +552,12 @@ impl Config {
         let (l, s) = self.loops();
         out.push(("loop.window", l.window.to_string(), s));
         out.push(("loop.threshold", l.threshold.to_string(), s));
+        let (m, ms) = self.max_usd_without_change(None);
+        out.push((
+            "loop.max_usd_without_change",
+            m.map_or("off".into(), |m| m.to_string()),
+            ms,
+        ));
         out.push(("loop.stop", l.stop.to_string(), s));
         let (bl, bs) = self.loops_with_default_stop(true);
         out.push(("loop.stop (bench)", bl.stop.to_string(), bs));
@@ -555,6 +645,25 @@ fn validate(file: &Path, dir: &Path, d: &mut FileData) -> Result<(), String> {
                     "{t} must be at least 2 and at most loop.window ({window}): it counts near-identical requests among the last `window`"
                 ),
             ));
+        }
+        match l.max_usd_without_change {
+            Some(UsdOrOff::Usd(x)) if !(x.is_finite() && x > 0.0) => {
+                return Err(bad(
+                    file,
+                    "loop.max_usd_without_change",
+                    format!(
+                        "{x} is not a positive amount of USD; write e.g. max_usd_without_change = 0.50, or false to turn the check off"
+                    ),
+                ));
+            }
+            Some(UsdOrOff::Switch(true)) => {
+                return Err(bad(
+                    file,
+                    "loop.max_usd_without_change",
+                    "true is not an amount; write an amount of USD (e.g. max_usd_without_change = 0.50), or false to turn the check off",
+                ));
+            }
+            _ => {}
         }
         if l.window == Some(0) || l.window.is_some_and(|w| w > 10_000) {
             return Err(bad(
@@ -663,6 +772,7 @@ key_env = "MY_ANTHROPIC_KEY"
 usd_per_gib_hour = 0.36
 [loop]
 threshold = 3
+max_usd_without_change = 1.5
 stop = true
 "#,
         );
@@ -700,6 +810,11 @@ stop = true
         assert!((cp.usd_per_gib_second - 0.0001).abs() < 1e-12);
         let (l, _) = c.loops();
         assert_eq!((l.window, l.threshold, l.stop), (20, 3, true));
+        assert_eq!(l.max_usd_without_change, Some(1.5));
+        assert_eq!(
+            c.max_usd_without_change(Some(UsdLimit(None))),
+            (None, Source::Flag)
+        );
         // A loop.stop in the file wins over bench's default too.
         assert!(c.loops_with_default_stop(false).0.stop);
         assert_eq!(c.hourly_rate(None), (None, Source::Default));
@@ -736,6 +851,10 @@ stop = true
                 "compute.usd_per_cpu_second",
             ),
             ("prices = \"missing.json\"", "prices:"),
+            (
+                "[loop]\nmax_usd_without_change = 0",
+                "loop.max_usd_without_change: 0 is not a positive amount",
+            ),
         ] {
             let f = write(d.path(), text);
             let e = Config::load(Some(&f)).unwrap_err();
@@ -753,6 +872,10 @@ stop = true
         let d = tempfile::tempdir().unwrap();
         let none = Config::default();
         assert!(!none.loops().0.stop, "run only flags a loop by default");
+        assert_eq!(
+            none.loops_with_default_stop(true).0.max_usd_without_change,
+            Some(DEFAULT_MAX_USD_WITHOUT_CHANGE)
+        );
         assert!(none.loops_with_default_stop(true).0.stop);
         for (text, run_stop, bench_stop) in [
             ("[loop]\nthreshold = 3", false, true),

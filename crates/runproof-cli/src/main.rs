@@ -240,7 +240,12 @@ fn apply_gateway_config(c: &config::Config, a: &mut runproof_net::cli::GatewayAr
     }
     let (loops, _) = c.loops();
     a.stop_on_loop |= loops.stop;
-    a.loop_policy = loops;
+    // A standalone gateway sees no workspace, so nothing reports a change:
+    // spend-without-change would flag every run that spends.
+    a.loop_policy = runproof_net::LoopPolicy {
+        max_usd_without_change: None,
+        ..loops
+    };
 }
 
 fn integrity(result: Result<u8, runproof_integrity::error::Error>) -> ExitCode {

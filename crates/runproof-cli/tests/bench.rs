@@ -1463,3 +1463,121 @@ fn the_readme_main_job_tells_every_bundled_agent_apart() {
     assert_eq!(html.matches("<tr class=\"row\">").count(), 24);
     assert!(html.contains("stopped: runaway loop") && html.contains("retrieval refused"));
 }
+
+#[test]
+fn bench_stops_a_run_that_spends_without_changing_its_layer() {
+    build_examples();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let port = common::fake_openai(seen.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // $0.03 per call.
+    let prices = tmp.path().join("prices.json");
+    std::fs::write(
+        &prices,
+        r#"{"gpt-test": {"input_cost_per_token": 0.00001, "output_cost_per_token": 0.00002, "litellm_provider": "openai", "mode": "chat"}}"#,
+    )
+    .unwrap();
+    // Six calls with different prompts (no near-identical repeat); with
+    // `edit` the agent adds a line to a file of its workspace before each.
+    let script = tmp.path().join("planner.sh");
+    std::fs::write(
+        &script,
+        r#"cd "$1" || exit 9
+for w in alpha bravo charlie delta echo foxtrot; do
+  if [ "$3" = edit ]; then echo "- $w" >> NOTES.md; fi
+  curl -s --max-time 10 -o /dev/null -w 'HTTP %{http_code}\n' -H 'content-type: application/json' \
+    --data "{\"model\":\"gpt-test\",\"messages\":[{\"role\":\"user\",\"content\":\"plan the step called $w\"}]}" \
+    "$OPENAI_BASE_URL/chat/completions"
+done
+echo PLANNER-DONE
+"#,
+    )
+    .unwrap();
+    let agent_of_mode = |name: &str, mode: &str| {
+        format!(
+            "{name}=sh {} {{workspace}} {{task_file}} {mode}",
+            script.display()
+        )
+    };
+    let (idle, editor) = (
+        agent_of_mode("idle", "none"),
+        agent_of_mode("editor", "edit"),
+    );
+    let upstream = format!("http://127.0.0.1:{port}");
+    let o = bench(
+        &[
+            "--tasks",
+            "examples/tasks.jsonl",
+            "--instance",
+            "py-stats-1",
+            "--agent",
+            &idle,
+            "--agent",
+            &editor,
+            "--timeout",
+            "60",
+            "--max-usd-without-change",
+            "0.10",
+            "--openai-base",
+            &upstream,
+            "--prices",
+            prices.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("OPENAI_API_KEY", "host-key-for-bench")],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = scoreboard(&out);
+    let i = run_of(&b, "idle", "py-stats-1");
+    let e = run_of(&b, "editor", "py-stats-1");
+    // Bench stops a loop by default: the fourth call without a change passes $0.10.
+    assert_eq!(i["stopped"], "spend_without_change", "{i:#}");
+    assert_eq!(i["agent_exit"], 124, "{i:#}");
+    assert!(
+        i["summary"]
+            .as_str()
+            .unwrap()
+            .contains("stopped: spending without changes"),
+        "{i:#}"
+    );
+    let exit = std::fs::read_to_string(run_dir(&out, i).join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "exit")
+        .expect("an exit event");
+    assert!(
+        exit["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("without any change in the workspace"),
+        "{exit}"
+    );
+    // The editor's changes land in its copy-on-write layer, which is what
+    // is watched (its workspace, the lower layer, never changes).
+    assert!(e["stopped"].is_null(), "{e:#}");
+    assert_eq!(e["agent_exit"], 0, "{e:#}");
+    assert_eq!(e["model_calls"], 6, "{e:#}");
+    let layer = run_dir(&out, e).join("layer");
+    let detail = e["change_detection"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!(
+            "enforced: overlay upper layer: watching 1 directory of {}",
+            layer.display()
+        )),
+        "{detail}"
+    );
+    assert!(
+        std::fs::read_to_string(layer.join("NOTES.md"))
+            .unwrap()
+            .contains("- foxtrot")
+    );
+    assert!(!run_dir(&out, e).join("workspace/NOTES.md").exists());
+    assert!(
+        std::fs::read_to_string(run_dir(&out, e).join("patch.diff"))
+            .unwrap()
+            .contains("+- foxtrot")
+    );
+}

@@ -441,3 +441,306 @@ fn runproof_gateway_takes_upstream_key_file_and_budget_from_the_config() {
     );
     drop(g);
 }
+
+/// An agent of six model calls through the gateway, each with a different
+/// prompt (words, not numbers: the near-identical detector blurs digits, so
+/// it never fires), running `edit` before each call.
+fn six_calls(edit: &str) -> String {
+    format!(
+        r#"for w in alpha bravo charlie delta echo foxtrot; do
+{edit}
+python3 - "$w" <<'EOF'
+import json, os, sys, urllib.request
+req = urllib.request.Request(os.environ["OPENAI_BASE_URL"] + "/chat/completions",
+    data=json.dumps({{"model": "gpt-test", "messages": [{{"role": "user", "content": "plan the step called " + sys.argv[1]}}]}}).encode(),
+    headers={{"Content-Type": "application/json"}})
+try:
+    urllib.request.urlopen(req, timeout=10).read()
+    print("CALL-OK", sys.argv[1], flush=True)
+except Exception as e:
+    print("CALL-FAILED", getattr(e, "code", e), flush=True)
+EOF
+done
+echo AGENT-DONE"#
+    )
+}
+
+/// The agent edits nothing.
+const NO_EDIT: &str = ":";
+/// The agent edits a source file.
+const EDIT_SOURCE: &str = r##"echo "# $w" >> src/app.py"##;
+/// The agent only writes build output and dependencies.
+const EDIT_BUILD_DIRS: &str = r#"mkdir -p node_modules/dep target/debug
+echo "$w" >> node_modules/dep/index.js
+echo "$w" > "target/debug/app-$w""#;
+
+/// The `change detection` line of `run --verbose`.
+fn change_layer(err: &str) -> &str {
+    err.lines()
+        .find(|l| l.starts_with("runproof: change detection"))
+        .unwrap_or_else(|| panic!("no change detection layer: {err}"))
+}
+
+#[test]
+fn spending_without_changing_the_workspace_is_flagged_and_stopped_by_policy() {
+    let host = Host::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = fake_openai(seen.clone());
+    let prices = host.file("prices.json", PRICES);
+    // $0.03 per call against $0.10 without a change: the fourth call in a
+    // row without one passes the limit (the near-identical detector, 6 of
+    // 20, never sees a repeat).
+    let cases = [
+        // (what, edit, loop.stop, exit status, flagged, stopped)
+        ("nothing edited, flagged", NO_EDIT, false, 0, true, false),
+        ("nothing edited, stopped", NO_EDIT, true, 124, true, true),
+        ("a source file edited", EDIT_SOURCE, true, 0, false, false),
+        ("only build dirs", EDIT_BUILD_DIRS, true, 124, true, true),
+    ];
+    for (what, edit, stop, want_code, flagged, stopped) in cases {
+        host.config(&format!(
+            "prices = {prices:?}\n[openai]\nbase_url = \"http://127.0.0.1:{port}\"\n[loop]\nmax_usd_without_change = 0.10\nstop = {stop}\n"
+        ));
+        let ws = Ws::new();
+        ws.write("src/app.py", "print('hi')\n");
+        // The audit log and the ledger in the workspace are written by the
+        // host on every call: not the agent's progress.
+        let audit = ws.path().join("audit.jsonl");
+        let ledger = ws.path().join("ledger.db");
+        let mut c = command(
+            ws.path(),
+            &[
+                "--gateway",
+                "--verbose",
+                "--audit",
+                audit.to_str().unwrap(),
+                "--ledger",
+                ledger.to_str().unwrap(),
+            ],
+            &six_calls(edit),
+        );
+        host.env(&mut c);
+        c.env("OPENAI_API_KEY", "k");
+        let o = finish(spawn(c), Duration::from_secs(120));
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert_eq!(code(&o), want_code, "{what}: {out}\n{err}");
+        let ok_calls = out.matches("CALL-OK").count();
+        assert_eq!(
+            err.contains(
+                "runaway loop: $0.1200 spent without any change in the workspace (limit $0.1000)"
+            ),
+            flagged,
+            "{what}: {err}"
+        );
+        assert!(!err.contains("near-identical"), "{what}: {err}");
+        let layer = change_layer(&err);
+        assert!(
+            layer.contains("enforced") && layer.contains("workspace: watching "),
+            "{what}: {layer}"
+        );
+        let exit: serde_json::Value = std::fs::read_to_string(&audit)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "exit")
+            .expect("an exit event");
+        if stopped {
+            assert!(ok_calls <= 4, "{what}: {out}");
+            assert!(!out.contains("AGENT-DONE"), "{what}: {out}");
+            assert!(
+                err.contains("stopped: runaway loop: over $0.1000 spent on model calls without any change in the workspace"),
+                "{what}: {err}"
+            );
+            assert!(
+                exit["stopped"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("without any change in the workspace"),
+                "{what}: {exit}"
+            );
+        } else {
+            assert_eq!(ok_calls, 6, "{what}: {out}");
+            assert!(exit["stopped"].is_null(), "{what}: {exit}");
+        }
+        if what == "only build dirs" {
+            assert!(
+                layer.contains("node_modules") && layer.contains("target"),
+                "the excluded directories are named: {layer}"
+            );
+        }
+    }
+}
+
+#[test]
+fn with_an_overlay_the_upper_layer_is_watched() {
+    let host = Host::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = fake_openai(seen.clone());
+    let prices = host.file("prices.json", PRICES);
+    host.config(&format!(
+        "prices = {prices:?}\n[openai]\nbase_url = \"http://127.0.0.1:{port}\"\n[loop]\nstop = true\n"
+    ));
+    for (edit, want_code) in [(EDIT_SOURCE, 0), (NO_EDIT, 124)] {
+        let ws = Ws::new();
+        ws.write("src/app.py", "print('hi')\n");
+        let layer_dir = host.dir.path().join(format!("layer-{want_code}"));
+        // The flag wins over the config's default ($0.50).
+        let mut c = command(
+            ws.path(),
+            &[
+                "--gateway",
+                "--verbose",
+                "--max-usd-without-change",
+                "0.10",
+                "--overlay",
+                layer_dir.to_str().unwrap(),
+            ],
+            &six_calls(edit),
+        );
+        host.env(&mut c);
+        c.env("OPENAI_API_KEY", "k");
+        let o = finish(spawn(c), Duration::from_secs(120));
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert_eq!(code(&o), want_code, "{out}\n{err}");
+        let layer = change_layer(&err);
+        assert!(
+            layer.contains(&format!(
+                "overlay upper layer: watching {} of {}",
+                if want_code == 0 {
+                    "2 directories"
+                } else {
+                    "1 directory"
+                },
+                layer_dir.canonicalize().unwrap().display()
+            )),
+            "the layer, not the workspace: {layer}"
+        );
+        // The workspace itself never changes under an overlay.
+        assert_eq!(
+            std::fs::read_to_string(ws.path().join("src/app.py")).unwrap(),
+            "print('hi')\n"
+        );
+        if want_code == 0 {
+            assert_eq!(out.matches("CALL-OK").count(), 6, "{out}");
+            assert!(!err.contains("runaway loop"), "{err}");
+            let upper = std::fs::read_to_string(layer_dir.join("src/app.py")).unwrap();
+            assert!(upper.contains("# foxtrot"), "{upper}");
+        } else {
+            assert!(err.contains("stopped: runaway loop: over $0.1000"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn max_usd_without_change_is_shown_by_config_and_checked() {
+    let host = Host::new();
+    let show = || {
+        json_of(
+            &host
+                .runproof(&["config", "--format", "json"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let v = show();
+    let s = setting(&v, "loop.max_usd_without_change");
+    assert_eq!(
+        (s["value"].as_str(), s["source"].as_str()),
+        (Some("0.5"), Some("default")),
+        "{v:#}"
+    );
+    host.config("[loop]\nmax_usd_without_change = 2\n");
+    let v = show();
+    let s = setting(&v, "loop.max_usd_without_change");
+    assert_eq!(
+        (s["value"].as_str(), s["source"].as_str()),
+        (Some("2"), Some("file")),
+        "{v:#}"
+    );
+    host.config("[loop]\nmax_usd_without_change = false\n");
+    assert_eq!(
+        setting(&show(), "loop.max_usd_without_change")["value"],
+        "off"
+    );
+    for (text, want) in [
+        (
+            "[loop]\nmax_usd_without_change = -1\n",
+            "-1 is not a positive amount of USD",
+        ),
+        (
+            "[loop]\nmax_usd_without_change = true\n",
+            "or false to turn the check off",
+        ),
+        (
+            "[loop]\nmax_usd_without_change = \"0.5\"\n",
+            "an amount of USD (e.g. 0.50), or false",
+        ),
+    ] {
+        let f = host.config(text);
+        let o = host.runproof(&["config"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        let e = stderr(&o);
+        assert!(
+            e.contains(&f.display().to_string())
+                && e.contains("max_usd_without_change")
+                && e.contains(want),
+            "{text}: {e}"
+        );
+    }
+    // The flag: a bad value names it; without metering it has nothing to limit.
+    host.config("");
+    let ws = Ws::new();
+    let mut c = command(
+        ws.path(),
+        &["--gateway", "--max-usd-without-change", "lots"],
+        "echo RAN",
+    );
+    host.env(&mut c);
+    let o = finish(spawn(c), Duration::from_secs(30));
+    assert_eq!(code(&o), 2);
+    assert!(!stdout(&o).contains("RAN"));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--max-usd-without-change") && e.contains("write e.g. 0.50, or off"),
+        "{e}"
+    );
+    let mut c = command(ws.path(), &["--max-usd-without-change", "off"], "echo RAN");
+    host.env(&mut c);
+    let o = finish(spawn(c), Duration::from_secs(30));
+    assert_eq!(code(&o), 2);
+    assert!(!stdout(&o).contains("RAN"));
+    assert!(
+        stderr(&o).contains("add --gateway or --budget"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_workspace_past_the_watch_limit_is_watched_partially_and_the_run_says_so() {
+    let host = Host::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = fake_openai(seen.clone());
+    host.config(&format!(
+        "[openai]\nbase_url = \"http://127.0.0.1:{port}\"\n"
+    ));
+    // 8200 directories besides the root; 8192 watches at most.
+    let ws = Ws::new();
+    for i in 0..82 {
+        for j in 0..100 {
+            std::fs::create_dir_all(ws.path().join(format!("m{i}/d{j}"))).unwrap();
+        }
+    }
+    let mut c = command(ws.path(), &["--gateway"], "true");
+    host.env(&mut c);
+    c.env("OPENAI_API_KEY", "k");
+    let o = finish(spawn(c), Duration::from_secs(120));
+    let err = stderr(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    // Said without --verbose: changes in the unwatched directories are missed.
+    assert!(
+        err.contains("runproof: change detection: workspace: partial: watch limit reached at 8192 directories"),
+        "{err}"
+    );
+    assert!(err.contains("changes there are missed"), "{err}");
+}

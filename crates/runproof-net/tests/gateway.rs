@@ -854,10 +854,18 @@ fn spending_without_workspace_change_is_stopped_by_policy() {
     assert!(!h.gateway.loop_flagged());
     assert_eq!(call(5), 200); // 0.003 since the change: flagged after this one
     assert!(h.gateway.loop_flagged());
-    assert_eq!(call(6), 429);
+    let refused = post(
+        h.addr,
+        "/v1/chat/completions",
+        &[],
+        r#"{"model":"gpt-test","messages":[{"role":"user","content":"step six"}]}"#,
+    );
+    assert_eq!(refused.status, 429);
+    let msg = refused.json()["error"]["message"].to_string();
+    assert!(msg.contains("spent without any change"), "{msg}");
     assert_eq!(
         h.stops.lock().unwrap().as_slice(),
-        &[StopReason::RunawayLoop]
+        &[StopReason::SpendWithoutChange]
     );
 }
 

@@ -1,5 +1,6 @@
 //! runproof-sandbox owns Linux confinement: namespaces, the mount view,
-//! seccomp, Landlock, cgroup limits, copy-on-write workspaces, the policy type
+//! seccomp, Landlock, cgroup limits, copy-on-write workspaces, watching a
+//! workspace for changes from the host, the policy type
 //! and the audit events a sandbox emits.
 //!
 //! It must never run a command with less confinement than the policy asks for:
@@ -28,6 +29,7 @@ mod pty;
 pub mod report;
 mod run;
 pub mod seccomp;
+pub mod watch;
 
 pub use error::{PolicyError, SandboxError};
 pub use policy::Policy;

@@ -75,10 +75,14 @@ network each run had.
 
 Runaway loops: a run that repeats the same model call (loop.threshold
 near-identical calls among its last loop.window, 6 of 20 by default) is
-stopped as a runaway loop, also when no upstream serves the calls. Unlike
-runproof run, which only flags a loop unless loop.stop = true, bench stops
-one unless the config sets loop.stop = false: a run that loops is a wasted
-run.
+stopped as a runaway loop, also when no upstream serves the calls; so is a
+run whose model calls spend more than loop.max_usd_without_change ($0.50 by
+default, --max-usd-without-change) without any change in its copy-on-write
+layer (watched from the host; changes under node_modules, target, .git,
+.venv, __pycache__ and other build, dependency and cache directories do not
+count). Unlike runproof run, which only flags a loop unless loop.stop =
+true, bench stops one unless the config sets loop.stop = false: a run that
+loops is a wasted run.
 
 Cost: every run is metered, its compute (live, at the config's [compute]
 prices) and its model calls, against its budget (the suite's, else --budget,
@@ -132,6 +136,12 @@ pub struct BenchArgs {
     /// stopped when the cap is spent.
     #[arg(long, value_name = "USD")]
     budget: Option<f64>,
+    /// Stop a run as a runaway loop once its model calls spend more than
+    /// USD without any change in its copy-on-write layer; `off` turns the
+    /// check off (default: loop.max_usd_without_change from the config,
+    /// else 0.50; see below).
+    #[arg(long, value_name = "USD|off")]
+    max_usd_without_change: Option<crate::config::UsdLimit>,
     /// Require a model upstream: refuse to start when the host has no API
     /// key (without --gateway, bench runs with no upstream then, every model
     /// call refused). Every run is metered either way.
@@ -324,10 +334,14 @@ fn run_inner(args: &BenchArgs, config: Option<&Path>) -> Result<ExitCode, String
             budget: args.budget,
             prices: args.prices.as_deref(),
             ledger: args.ledger.as_deref(),
+            max_usd_without_change: args.max_usd_without_change,
         },
     )?;
     gateway.require_upstream = args.gateway;
-    gateway.loops = cfg.loops_with_default_stop(true).0;
+    gateway.loops = runproof_net::LoopPolicy {
+        max_usd_without_change: gateway.loops.max_usd_without_change,
+        ..cfg.loops_with_default_stop(true).0
+    };
     // Reads the keys once: a missing or unreadable one is refused now
     // rather than once per run.
     let upstream = upstream_desc(&gateway)?;
@@ -696,6 +710,9 @@ impl Ctx {
         if let Some(m) = &metering {
             let _ = std::fs::write(dir.join("cost.txt"), format!("{}\n", m.finish(&outcome)));
             row.cost_usd = Some(m.spent_usd());
+            row.change_detection = m
+                .change_detection()
+                .map(|l| format!("{}: {}", format!("{:?}", l.state).to_lowercase(), l.detail));
         }
         // Only the metering stops a bench run; it keeps the reason's name.
         row.stopped = metering

@@ -32,8 +32,12 @@ pub struct Row {
     pub model_calls: usize,
     pub model_calls_refused: usize,
     pub model_refusals: Vec<String>,
-    /// Why the gateway stopped the run (`runaway_loop`, `budget_exhausted`).
+    /// Why the gateway stopped the run (`runaway_loop`,
+    /// `spend_without_change`, `budget_exhausted`).
     pub stopped: Option<String>,
+    /// What the spend-without-change check watched (the run's upper
+    /// layer) and how completely: the `change detection` layer's state and detail.
+    pub change_detection: Option<String>,
     /// Changes the verifier neutralised as grader gaming (`path: why`).
     pub gaming: Vec<String>,
     /// The network the run had.
@@ -117,6 +121,7 @@ impl Row {
         }
         match self.stopped.as_deref() {
             Some("runaway_loop") => parts.push("stopped: runaway loop".into()),
+            Some("spend_without_change") => parts.push("stopped: spending without changes".into()),
             Some("budget_exhausted") => parts.push("stopped: budget spent".into()),
             Some(other) => parts.push(format!("stopped: {}", bound(other, 40))),
             None if self.agent_timed_out => parts.push("timed out".into()),
@@ -180,6 +185,7 @@ impl Row {
             "model_calls_refused": self.model_calls_refused,
             "model_refusals": self.model_refusals,
             "stopped": self.stopped,
+            "change_detection": self.change_detection,
             "future_commits_after_prepare": self.leaks_after_prepare,
             "agent_exit": self.agent_exit,
             "agent_timed_out": self.agent_timed_out,
@@ -858,6 +864,13 @@ fn evidence_html(r: &Row) -> String {
             "<div class=\"sec\">the gateway stopped the run: {}</div>",
             esc(s)
         ));
+    }
+    if let Some(c) = r
+        .change_detection
+        .as_deref()
+        .filter(|c| !c.starts_with("enforced"))
+    {
+        ev.push_str(&format!("<div>change detection {}</div>", esc(c)));
     }
     if let Some(e) = &r.error {
         ev.push_str(&format!("<div>{}</div>", esc(e)));

@@ -149,7 +149,11 @@ impl Default for LoopPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
     BudgetExhausted,
+    /// Near-identical requests repeated (`LoopPolicy::threshold` of `window`).
     RunawayLoop,
+    /// More than `LoopPolicy::max_usd_without_change` spent since the
+    /// caller last reported a change in the workspace.
+    SpendWithoutChange,
 }
 
 /// Called once per reason when the run should be stopped.
@@ -228,6 +232,8 @@ struct Inner {
     loops: LoopPolicy,
     recent: Mutex<VecDeque<u64>>,
     loop_flagged: AtomicBool,
+    /// What flagged the loop, in words (for the refusals that follow).
+    loop_why: std::sync::OnceLock<String>,
     /// Spend since the last reported workspace change, nano-USD.
     spent_since_change: AtomicU64,
     budget_stop_sent: AtomicBool,
@@ -315,6 +321,7 @@ impl Gateway {
                 loops: cfg.loops,
                 recent: Mutex::new(VecDeque::new()),
                 loop_flagged: AtomicBool::new(false),
+                loop_why: std::sync::OnceLock::new(),
                 spent_since_change: AtomicU64::new(0),
                 budget_stop_sent: AtomicBool::new(false),
                 warned_unpriced: Mutex::new(Default::default()),
@@ -329,7 +336,8 @@ impl Gateway {
         &self.inner.budget
     }
 
-    /// True once near-identical requests passed the loop threshold.
+    /// True once the run was flagged as a runaway loop: near-identical
+    /// requests passed the threshold, or it spent too much without a change.
     pub fn loop_flagged(&self) -> bool {
         self.inner.loop_flagged.load(Ordering::Relaxed)
     }
@@ -678,11 +686,12 @@ impl Inner {
         }
     }
 
-    fn flag_loop(&self, why: &str) {
+    fn flag_loop(&self, reason: StopReason, why: &str) {
         if !self.loop_flagged.swap(true, Ordering::AcqRel) {
+            let _ = self.loop_why.set(why.to_string());
             eprintln!("runproof gateway: runaway loop: {why}");
             if let Some(h) = &self.on_stop {
-                h(StopReason::RunawayLoop);
+                h(reason);
             }
         }
     }
@@ -695,10 +704,13 @@ impl Inner {
         let nano = (usd.max(0.0) * 1e9) as u64;
         let total = self.spent_since_change.fetch_add(nano, Ordering::Relaxed) + nano;
         if total as f64 / 1e9 > max {
-            self.flag_loop(&format!(
-                "${:.4} spent without any change in the workspace (limit ${max:.4})",
-                total as f64 / 1e9
-            ));
+            self.flag_loop(
+                StopReason::SpendWithoutChange,
+                &format!(
+                    "${:.4} spent without any change in the workspace (limit ${max:.4})",
+                    total as f64 / 1e9
+                ),
+            );
         }
     }
 
@@ -718,9 +730,10 @@ impl Inner {
         let hits = q.iter().filter(|&&x| x == fp).count();
         drop(q);
         if hits >= threshold {
-            self.flag_loop(&format!(
-                "{hits} near-identical requests among the last {window}"
-            ));
+            self.flag_loop(
+                StopReason::RunawayLoop,
+                &format!("{hits} near-identical requests among the last {window}"),
+            );
             return true;
         }
         false
@@ -809,7 +822,10 @@ impl Inner {
             return deny(
                 ev,
                 ErrKind::Loop,
-                "this run was stopped as a runaway loop (near-identical requests repeated)".into(),
+                format!(
+                    "this run was stopped as a runaway loop ({})",
+                    self.loop_why.get().map_or("", String::as_str)
+                ),
             );
         }
 
