@@ -23,7 +23,7 @@ pub const DEFAULT_ANTHROPIC_BASE: &str = "https://api.anthropic.com";
 
 /// Model spend without any change in the workspace that flags a metered
 /// run as a runaway loop, unless the file or a flag says otherwise.
-pub const DEFAULT_MAX_USD_WITHOUT_CHANGE: f64 = 0.50;
+pub const DEFAULT_MAX_USD_WITHOUT_CHANGE: f64 = 2.00;
 
 /// Compute prices when the file sets none: about $0.049 per vCPU-hour and
 /// $0.0054 per GiB-hour, in line with on-demand cloud prices.
@@ -56,7 +56,7 @@ directory. Flags override the file. Every key is optional:
   [loop]                            # runaway-loop detection in the gateway
   window = 20                       # the last N requests...
   threshold = 6                     # ...of which this many near-identical flag a loop
-  max_usd_without_change = 0.50     # model spend with no change in the workspace
+  max_usd_without_change = 2.00     # model spend with no change in the workspace
                                     # (run, bench; false: off) that flags a loop
   stop = false                      # true: stop the run when a loop is flagged
                                     # (unset: run flags, bench stops)

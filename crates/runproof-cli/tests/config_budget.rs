@@ -646,15 +646,15 @@ fn max_usd_without_change_is_shown_by_config_and_checked() {
     let s = setting(&v, "loop.max_usd_without_change");
     assert_eq!(
         (s["value"].as_str(), s["source"].as_str()),
-        (Some("0.5"), Some("default")),
+        (Some("2"), Some("default")),
         "{v:#}"
     );
-    host.config("[loop]\nmax_usd_without_change = 2\n");
+    host.config("[loop]\nmax_usd_without_change = 0.75\n");
     let v = show();
     let s = setting(&v, "loop.max_usd_without_change");
     assert_eq!(
         (s["value"].as_str(), s["source"].as_str()),
-        (Some("2"), Some("file")),
+        (Some("0.75"), Some("file")),
         "{v:#}"
     );
     host.config("[loop]\nmax_usd_without_change = false\n");
