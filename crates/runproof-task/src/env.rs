@@ -46,6 +46,10 @@ const READY: &str = ".runproof-ready";
 const CLEAN: &str = ".runproof-clean";
 /// overlayfs' `f_type`: an upper layer cannot itself be on overlayfs.
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+/// tmpfs' `f_type`.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// Free space a scratch file system must have for a throwaway workspace.
+const SCRATCH_MIN_FREE: u64 = 2 << 30;
 
 /// What defines an environment.
 #[derive(Debug, Clone)]
@@ -612,6 +616,8 @@ pub trait Workspaces: Send + Sync {
 pub struct EnvCache {
     cache: PathBuf,
     mode: WorkspaceMode,
+    /// Put throwaway copy-on-write workspaces on the scratch tmpfs.
+    scratch: bool,
     locks: Mutex<HashMap<String, Arc<Mutex<Option<EnvError>>>>>,
     reaper: Reaper,
 }
@@ -625,9 +631,16 @@ impl EnvCache {
         EnvCache {
             cache: cache.into(),
             mode,
+            scratch: true,
             locks: Mutex::new(HashMap::new()),
             reaper: Reaper::new(),
         }
+    }
+    /// Keep every workspace where the caller puts it, never on the scratch
+    /// tmpfs (`RUNPROOF_SCRATCH=off` does the same for a whole process).
+    pub fn without_scratch(mut self) -> Self {
+        self.scratch = false;
+        self
     }
     pub fn env_dir(&self, key: &str) -> PathBuf {
         self.cache.join("envs").join(key)
@@ -702,6 +715,80 @@ fn kernel_allows_overlay() -> Result<(), String> {
     .clone()
 }
 
+/// The private scratch directory for throwaway workspaces: `$RUNPROOF_SCRATCH`
+/// (`off` for none), else `$XDG_RUNTIME_DIR/runproof` or
+/// `/dev/shm/runproof-<uid>`, each only on tmpfs, owned by us and closed to
+/// others (mode 0700). Found once per process; leftovers of dead processes
+/// are removed then.
+fn scratch_root() -> Option<&'static Path> {
+    static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let private_dir = |d: &Path, want_tmpfs: bool| -> bool {
+            use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+            let _ = std::fs::DirBuilder::new().mode(0o700).create(d);
+            let Ok(m) = std::fs::symlink_metadata(d) else {
+                return false;
+            };
+            let ok = m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0;
+            ok && (!want_tmpfs || fs_type(d) == Some(TMPFS_MAGIC))
+        };
+        let root = match std::env::var_os("RUNPROOF_SCRATCH") {
+            Some(v) if v == "off" => None,
+            Some(v) => Some(PathBuf::from(v)).filter(|d| d.is_absolute() && private_dir(d, false)),
+            None => std::env::var_os("XDG_RUNTIME_DIR")
+                .map(|r| PathBuf::from(r).join("runproof"))
+                .filter(|d| d.is_absolute() && private_dir(d, true))
+                .or_else(|| {
+                    Some(PathBuf::from(format!("/dev/shm/runproof-{uid}")))
+                        .filter(|d| private_dir(d, true))
+                }),
+        }?;
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| {
+                    p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
+                }) {
+                    remove_tree(&e.path());
+                }
+            }
+        }
+        Some(root)
+    })
+    .as_deref()
+}
+
+/// A fresh directory in the scratch root, when it has room.
+fn scratch_workspace() -> Option<PathBuf> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let root = scratch_root()?;
+    let c = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+    // SAFETY: valid C string and an out-struct of the right type.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0
+        || (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < SCRATCH_MIN_FREE
+    {
+        return None;
+    }
+    let d = root.join(format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&d).ok()?;
+    Some(d)
+}
+
+fn fs_type(p: &Path) -> Option<i64> {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: valid C string and an out-struct of the right type.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
+}
+
 /// Whether an overlay with `lower` and its upper and work directories in
 /// `dir` (created) can be mounted by the sandbox.
 fn overlay_usable(lower: &Path, dir: &Path) -> Result<(), String> {
@@ -720,11 +807,7 @@ fn overlay_usable(lower: &Path, dir: &Path) -> Result<(), String> {
     }
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| "workspace path contains a NUL byte".to_string())?;
-    // SAFETY: valid C string and an out-struct of the right type.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0
-        && st.f_type as i64 == OVERLAYFS_SUPER_MAGIC
-    {
+    if fs_type(dir) == Some(OVERLAYFS_SUPER_MAGIC) {
         return Err(format!(
             "{} is itself on overlayfs, which cannot hold an upper layer",
             dir.display()
@@ -798,8 +881,24 @@ impl Workspaces for EnvCache {
                 });
             }
         }
-        std::fs::create_dir_all(dest).map_err(io(format!("cannot create {}", dest.display())))?;
         let mut note = None;
+        // A throwaway copy-on-write workspace goes to a private tmpfs when
+        // there is one with room: what the tests write and its removal then
+        // cost no disk journal or discard (cargo's build output made removal
+        // the largest part of the Rust example's overhead on ext4).
+        if !keep
+            && self.scratch
+            && self.mode != WorkspaceMode::Copy
+            && let Some(sdest) = scratch_workspace()
+        {
+            if overlay_usable(&env.dir, &sdest).is_ok() {
+                let mut ws = overlay_workspace(env, &sdest, keep)?;
+                ws.reaper = self.reaper.sender();
+                return Ok(ws);
+            }
+            remove_tree(&sdest);
+        }
+        std::fs::create_dir_all(dest).map_err(io(format!("cannot create {}", dest.display())))?;
         if self.mode != WorkspaceMode::Copy {
             match overlay_usable(&env.dir, dest) {
                 Ok(()) => {

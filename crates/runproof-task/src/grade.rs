@@ -144,6 +144,10 @@ pub struct InstanceReport {
     /// Why copy-on-write was not used, when it was wanted.
     #[serde(default)]
     pub workspace_note: Option<String>,
+    /// Where the workspace (a copy-on-write workspace's upper layer) lived:
+    /// under `--out` when kept, else on the scratch tmpfs when there is one.
+    #[serde(default)]
+    pub workspace_dir: Option<String>,
     pub timings_ms: Timings,
 }
 
@@ -177,6 +181,7 @@ impl InstanceReport {
             env_built: false,
             workspace: None,
             workspace_note: None,
+            workspace_dir: None,
             timings_ms: Timings::default(),
         }
     }
@@ -364,6 +369,7 @@ impl Harness {
         };
         cx.rep.workspace = Some(ws.mode_name().to_string());
         cx.rep.workspace_note = ws.note.clone();
+        cx.rep.workspace_dir = Some(ws.dir.display().to_string());
         cx.rep.timings_ms.workspace = ms(t.elapsed());
         let tree = ws.tree();
         let repo = tree.work.clone();

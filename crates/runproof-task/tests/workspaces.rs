@@ -305,7 +305,12 @@ fn unusable_overlay_falls_back_to_copy_and_says_why() {
     );
     let cache = d.path().join("cache");
     let out = d.path().join("out,1");
-    let r = harness(&cache, WorkspaceMode::Auto).grade(&t, "m", PatchChoice::Empty, &out);
+    // The scratch tmpfs would take the workspace out of the unusable --out.
+    let no_scratch = |mode| Harness {
+        workspaces: Arc::new(EnvCache::with_mode(&cache, mode).without_scratch()),
+        ..harness(&cache, mode)
+    };
+    let r = no_scratch(WorkspaceMode::Auto).grade(&t, "m", PatchChoice::Empty, &out);
     assert_eq!(r.status, Outcome::Resolved, "{:?}", r.detail);
     assert_eq!(r.workspace.as_deref(), Some("copy"));
     let note = r.workspace_note.unwrap();
@@ -313,7 +318,7 @@ fn unusable_overlay_falls_back_to_copy_and_says_why() {
         note.contains("copy-on-write unavailable") && note.contains("`,`"),
         "{note}"
     );
-    let r = harness(&cache, WorkspaceMode::Overlay).grade(&t, "m", PatchChoice::Empty, &out);
+    let r = no_scratch(WorkspaceMode::Overlay).grade(&t, "m", PatchChoice::Empty, &out);
     assert_eq!(r.status, Outcome::HarnessError);
     assert!(
         r.detail.as_deref().unwrap().contains("--workspaces copy"),
@@ -381,4 +386,100 @@ fn workspaces_are_removed_after_grading_unless_kept() {
         "X = 2\n"
     );
     assert!(upper.join("made-by-tests").exists());
+}
+
+/// A throwaway copy-on-write workspace lives on the scratch directory
+/// (`RUNPROOF_SCRATCH` here; a private tmpfs by default) and is gone once
+/// graded; a kept one stays under --out. A scratch directory others could
+/// enter is never used.
+#[test]
+fn throwaway_workspaces_live_on_the_scratch_directory_and_are_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let scratch = d.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // SAFETY: nextest runs each test in its own process; nothing else reads
+    // the environment concurrently here.
+    unsafe { std::env::set_var("RUNPROOF_SCRATCH", &scratch) };
+    let repo = d.path().join("repo-s");
+    let sha = common::repo(&repo, &[("test_a.py", "def test_ok():\n    assert True\n")]);
+    let t = common::task(
+        d.path(),
+        json!({
+            "instance_id": "scratch",
+            "base_commit": sha,
+            "repo_path": repo,
+            "test_cmd": "python3 -m pytest -rA -p no:cacheprovider && head -c 1000000 /dev/zero > big.out",
+            "test_format": "pytest",
+            "timeout": 60,
+            "FAIL_TO_PASS": [],
+            "PASS_TO_PASS": ["test_a.py::test_ok"],
+        }),
+    );
+    let cache = d.path().join("cache");
+    let out = d.path().join("out");
+    {
+        let h = harness(&cache, WorkspaceMode::Auto);
+        for _ in 0..2 {
+            let r = h.grade(&t, "m", PatchChoice::Empty, &out);
+            assert_eq!(r.status, Outcome::Resolved, "{:?}", r.detail);
+            assert_eq!(r.workspace.as_deref(), Some("overlay"));
+            let dir = r.workspace_dir.unwrap();
+            assert!(dir.starts_with(scratch.to_str().unwrap()), "{dir}");
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left on the scratch directory: {left:?}");
+    assert!(!out.join("workspace").exists());
+    let kept = Harness {
+        keep_workspaces: true,
+        ..harness(&cache, WorkspaceMode::Auto)
+    }
+    .grade(&t, "m", PatchChoice::Empty, &out);
+    assert_eq!(
+        kept.workspace_dir.as_deref(),
+        Some(out.join("workspace").to_str().unwrap())
+    );
+    assert!(out.join("workspace/upper/repo/big.out").exists());
+}
+
+/// A scratch directory with group or other access is refused: the
+/// workspace stays under --out.
+#[test]
+fn a_scratch_directory_others_can_enter_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let scratch = d.path().join("open");
+    std::fs::create_dir(&scratch).unwrap();
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // SAFETY: as above, one test per process.
+    unsafe { std::env::set_var("RUNPROOF_SCRATCH", &scratch) };
+    let repo = d.path().join("repo-o");
+    let sha = common::repo(&repo, &[("test_a.py", "def test_ok():\n    assert True\n")]);
+    let t = common::task(
+        d.path(),
+        json!({
+            "instance_id": "open",
+            "base_commit": sha,
+            "repo_path": repo,
+            "test_cmd": "python3 -m pytest -rA -p no:cacheprovider",
+            "test_format": "pytest",
+            "timeout": 60,
+            "FAIL_TO_PASS": [],
+            "PASS_TO_PASS": ["test_a.py::test_ok"],
+        }),
+    );
+    let out = d.path().join("out");
+    let r = harness(&d.path().join("cache"), WorkspaceMode::Auto).grade(
+        &t,
+        "m",
+        PatchChoice::Empty,
+        &out,
+    );
+    assert_eq!(r.status, Outcome::Resolved, "{:?}", r.detail);
+    assert_eq!(
+        r.workspace_dir.as_deref(),
+        Some(out.join("workspace").to_str().unwrap())
+    );
 }
