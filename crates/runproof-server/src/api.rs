@@ -342,6 +342,11 @@ pub fn verify_request(body: &[u8], cat: &Catalog) -> Result<JobSpec, ApiError> {
         }
         None => (None, model_name(&o, "", "patch")?, patch(&o, "", true)?),
     };
+    let id_field = if o.contains_key("prediction") {
+        "prediction.instance_id"
+    } else {
+        "instance_id"
+    };
     let id = match (opt_string(&o, "", "instance_id")?, pred_id) {
         (Some(a), None) | (None, Some(a)) => Some(a),
         _ => None,
@@ -351,7 +356,7 @@ pub fn verify_request(body: &[u8], cat: &Catalog) -> Result<JobSpec, ApiError> {
             let t = cat.inline(v)?;
             if let Some(id) = id.filter(|id| *id != t.instance_id) {
                 return Err(ApiError::bad(
-                    "prediction.instance_id",
+                    id_field,
                     format!(
                         "is `{}` but the task's instance_id is `{}`",
                         clip(&id, 120),

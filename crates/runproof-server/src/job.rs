@@ -181,9 +181,12 @@ impl CancelFlag {
     }
 }
 
-/// The harness's runner with a cancel check before every command. A command
-/// already running finishes (bounded by the task's timeout); nothing after
-/// it starts.
+/// The harness's runner with a cancel check before every test run. A
+/// command already running finishes (bounded by the task's timeout); no test
+/// run starts after the cancel. Environment builds (clone, `setup`) are not
+/// stopped: the environment is cached and shared with other jobs, and a
+/// refused setup command would be cached as a failed environment for all of
+/// them. Test runs are the requests with a report directory.
 struct Cancellable {
     inner: Arc<dyn TestRunner>,
     flag: CancelFlag,
@@ -197,7 +200,7 @@ impl TestRunner for Cancellable {
         self.inner.sandboxed()
     }
     fn run(&self, req: &RunRequest) -> Result<RunResult, RunnerError> {
-        if self.flag.is_cancelled() {
+        if self.flag.is_cancelled() && req.report_dir.is_some() {
             return Err(RunnerError::Other("the job was cancelled".into()));
         }
         self.inner.run(req)

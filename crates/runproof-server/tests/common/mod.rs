@@ -75,21 +75,26 @@ impl Server {
         Self::try_start(args).unwrap()
     }
     pub fn try_start(args: &[&str]) -> Result<Server, String> {
-        let tmp = tempfile::Builder::new().prefix("rp-serve-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("rp-serve-")
+            .tempdir()
+            .unwrap();
         Self::start_in(tmp, args)
     }
     pub fn start_in(tmp: tempfile::TempDir, args: &[&str]) -> Result<Server, String> {
         let db = tmp.path().join("jobs.sqlite");
         let cache = tmp.path().join("cache");
         let work = tmp.path().join("work");
-        let mut all: Vec<String> = vec![
-            "--listen".into(),
-            "127.0.0.1:0".into(),
+        let mut all: Vec<String> = Vec::new();
+        if !args.contains(&"--listen") {
+            all.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        all.extend([
             "--cache".into(),
             cache.display().to_string(),
             "--work-dir".into(),
             work.display().to_string(),
-        ];
+        ]);
         if !args.contains(&"--db") {
             all.extend(["--db".into(), db.display().to_string()]);
         }
@@ -139,10 +144,14 @@ impl Server {
     }
 
     pub fn wait_state(&self, id: &str, state: &str) -> Value {
-        wait_for(&format!("job {id} {state}"), Duration::from_secs(300), || {
-            let j = self.get(&format!("/api/jobs/{id}")).json();
-            (j["state"] == state).then_some(j)
-        })
+        wait_for(
+            &format!("job {id} {state}"),
+            Duration::from_secs(300),
+            || {
+                let j = self.get(&format!("/api/jobs/{id}")).json();
+                (j["state"] == state).then_some(j)
+            },
+        )
     }
 }
 
