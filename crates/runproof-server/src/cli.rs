@@ -186,7 +186,9 @@ fn default_db() -> Result<String, ServeError> {
         .into_owned())
 }
 
-fn grader(cache: Option<&Path>, work: Option<&Path>) -> Grader {
+/// The grader `serve` and `worker` use: the sandbox runner and the
+/// environment cache, as `runproof verify` grades.
+pub fn grader(cache: Option<&Path>, work: Option<&Path>) -> Grader {
     let cache = cache.map(Path::to_path_buf).unwrap_or_else(default_cache);
     let cache = std::path::absolute(&cache).unwrap_or(cache);
     let work = work
