@@ -496,3 +496,28 @@ fn a_cancelled_running_job_starts_no_more_commands_and_keeps_no_result() {
     assert_eq!(j["result"], Value::Null);
     assert_eq!(j["outcome"], Value::Null);
 }
+
+#[test]
+fn a_postgres_job_store_serves_the_same_api() {
+    let ex = examples();
+    let pg =
+        runproof_server::testing::Postgres::start().expect("PostgreSQL must start for this test");
+    let url = pg.create_db("serve").unwrap();
+    let tasks = ex.join("tasks.jsonl").display().to_string();
+    let s = Server::start(&["--tasks", &tasks, "--workers", "1", "--db", &url]);
+    assert!(s.run.db.starts_with("postgres://"), "{}", s.run.db);
+    let preds = predictions(&ex, "py-stats-1");
+    let r = s.post("/api/evals", &json!({"predictions": &preds[..2]}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    for id in r.json()["jobs"].as_array().unwrap() {
+        let j = s.wait_job(id.as_str().unwrap());
+        assert_eq!(j["state"], "done", "{j}");
+        assert!(j["result"]["report"]["py-stats-1"]["runproof"]["sandboxed"] == true);
+    }
+    let html = s.get("/").text();
+    assert!(html.contains("postgres://") && html.contains("py-stats-1"));
+    drop(s);
+    // A second server on the same database sees the jobs.
+    let s2 = Server::start(&["--tasks", &tasks, "--workers", "0", "--db", &url]);
+    assert_eq!(s2.get("/api/jobs").json()["total"], 2);
+}
