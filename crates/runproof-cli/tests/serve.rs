@@ -267,3 +267,81 @@ fn serve_refuses_a_public_address_without_a_token() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect to NATS"));
 }
+
+#[test]
+fn verdicts_of_served_jobs_are_recorded_once_in_the_ledger_and_shown_as_costs() {
+    let ex = examples();
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger.db");
+    let ls = ledger.display().to_string();
+    let db = tmp.path().join("jobs.sqlite").display().to_string();
+    let cache = tmp.path().join("cache").display().to_string();
+    let tasks = ex.join("tasks.jsonl").display().to_string();
+    let mut p = spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--format",
+        "json",
+        "--ledger",
+        &ls,
+        "--db",
+        &db,
+        "--cache",
+        &cache,
+        "--tasks",
+        &tasks,
+        "--workers",
+        "1",
+    ]);
+    let mut line = String::new();
+    BufReader::new(p.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = serde_json::from_str::<Value>(&line).unwrap()["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pred: Value = std::fs::read_to_string(ex.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|p| p["instance_id"] == "py-stats-1" && p["model_name_or_path"] == "resolves")
+        .unwrap();
+    // The same prediction graded twice is one graded attempt.
+    for body in [json!({"prediction": pred}), json!({"predictions": [pred]})] {
+        let path = if body.get("prediction").is_some() {
+            "/api/jobs"
+        } else {
+            "/api/evals"
+        };
+        post(addr, path, &body);
+    }
+    let cost = || {
+        let o = Command::new(bin())
+            .args(["cost", "--ledger", &ls, "--by", "agent", "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&o.stdout).unwrap_or(Value::Null)
+    };
+    // A third, different attempt after them on the one worker: once its
+    // verdict is in, the first two's hooks have run.
+    let mut other = pred.clone();
+    other["model_name_or_path"] = json!("other-agent");
+    post(addr, "/api/jobs", &json!({ "prediction": other }));
+    let c = wait_for("the verdicts recorded", Duration::from_secs(300), || {
+        let l = request(addr, "GET", "/api/jobs?state=done", &[], None)
+            .unwrap()
+            .json();
+        (l["total"] == 3 && ledger.exists()).then(cost).filter(|c| {
+            c["rows"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["key"] == "other-agent"))
+        })
+    });
+    assert_eq!(c["verdicts"], 2, "{c}");
+    assert_eq!(c["verified_fixes"], 2, "{c}");
+    let html = request(addr, "GET", "/", &[], None).unwrap().text();
+    assert!(html.contains("<td>resolves</td>"), "{html}");
+}
