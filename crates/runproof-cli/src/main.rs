@@ -4,6 +4,7 @@ mod bench;
 mod cmd_demo;
 mod cmd_run;
 mod cmd_scan;
+mod cmd_serve;
 mod config;
 mod overlay_cmd;
 mod task_net;
@@ -93,6 +94,13 @@ enum Command {
     Proxy(runproof_net::cli::ProxyArgs),
     /// Run the metered LLM gateway on loopback
     Gateway(runproof_net::cli::GatewayArgs),
+    /// Serve the HTTP API and dashboard: submit, list and cancel verification jobs, graded by
+    /// local workers or, with --nats, by `runproof worker` processes on any host
+    #[command(after_help = runproof_server::cli::SERVE_HELP)]
+    Serve(Box<runproof_server::cli::ServeArgs>),
+    /// Pull jobs from the NATS JetStream work queue and grade them in local sandboxes
+    #[command(after_help = runproof_server::cli::WORKER_HELP)]
+    Worker(runproof_server::cli::WorkerArgs),
 }
 
 #[derive(clap::Args)]
@@ -167,6 +175,8 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::Serve(a) => cmd_serve::serve(*a, config),
+        Command::Worker(a) => cmd_serve::worker(&a),
     }
 }
 

@@ -594,6 +594,53 @@ pub fn load_tasks(path: &Path) -> Result<Vec<Task>, LoadError> {
     Ok(out)
 }
 
+/// Parses one task object (as one line of a tasks file holds it), for
+/// callers that receive tasks over the network instead of in a file (the
+/// `runproof serve` API and its workers). `origin` names the input in errors
+/// (e.g. `request body`); a relative `repo_path` resolves against `base_dir`.
+pub fn parse_task(
+    obj: &Map<String, Value>,
+    origin: &Path,
+    base_dir: &Path,
+) -> Result<Task, LoadError> {
+    task_from(
+        &Ctx {
+            path: origin,
+            line: None,
+        },
+        obj,
+        base_dir,
+    )
+}
+
+/// The task as a task-file object that [`parse_task`] reads back into the
+/// same task (`repo_path` absolute as resolved, lists as JSON lists).
+pub fn task_to_json(t: &Task) -> Map<String, Value> {
+    let mut o = Map::new();
+    let s = |v: &str| Value::String(v.to_string());
+    o.insert("instance_id".into(), s(&t.instance_id));
+    if let Some(r) = &t.repo {
+        o.insert("repo".into(), s(r));
+    }
+    o.insert("base_commit".into(), s(&t.base_commit));
+    if let Some(p) = &t.patch {
+        o.insert("patch".into(), s(p));
+    }
+    o.insert("test_patch".into(), s(&t.test_patch));
+    let list = |v: &[String]| Value::Array(v.iter().map(|x| s(x)).collect());
+    o.insert("FAIL_TO_PASS".into(), list(&t.fail_to_pass));
+    o.insert("PASS_TO_PASS".into(), list(&t.pass_to_pass));
+    match &t.source {
+        RepoSource::Path(p) => o.insert("repo_path".into(), s(&p.to_string_lossy())),
+        RepoSource::Url(u) => o.insert("repo_url".into(), s(u)),
+    };
+    o.insert("setup".into(), list(&t.setup));
+    o.insert("test_cmd".into(), s(&t.test_cmd));
+    o.insert("test_format".into(), s(t.test_format.name()));
+    o.insert("timeout".into(), serde_json::json!(t.timeout.as_secs_f64()));
+    o
+}
+
 /// Loads predictions (JSONL, or a JSON array). A null or missing `model_patch`
 /// is kept as `None`; a duplicate (instance, model) pair is refused.
 pub fn load_predictions(path: &Path) -> Result<Vec<Prediction>, LoadError> {
@@ -782,6 +829,28 @@ mod tests {
             let e = with(bad).unwrap_err().to_string();
             assert!(e.contains("field `memory`"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn parse_task_reads_back_task_to_json() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "t.jsonl", T);
+        let t = &load_tasks(&p).unwrap()[0];
+        let o = task_to_json(t);
+        let back = parse_task(&o, Path::new("request"), Path::new("/elsewhere")).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(t).unwrap()
+        );
+        let mut bad = o.clone();
+        bad.remove("test_cmd");
+        let e = parse_task(&bad, Path::new("request body"), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("request body: field `test_cmd`: is missing"),
+            "{e}"
+        );
     }
 
     #[test]
