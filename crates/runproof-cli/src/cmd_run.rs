@@ -266,6 +266,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
             return ExitCode::from(125);
         }
     };
+    let before_sandbox = crate::STARTED.get().map(|t| t.elapsed());
     let mut result = runproof_sandbox::run(spec);
     if let Some(g) = gate.lock().ok().and_then(|mut g| g.take()) {
         g.shutdown();
@@ -302,7 +303,14 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
                     .iter()
                     .map(|(n, d)| format!("{n} {:.1}ms", d.as_secs_f64() * 1e3))
                     .collect();
-                eprintln!("runproof: timing: {}", phases.join(", "));
+                eprintln!(
+                    "runproof: timing: {}{}",
+                    before_sandbox.map_or(String::new(), |d| format!(
+                        "arguments, config and pre-run scan {:.1}ms, ",
+                        d.as_secs_f64() * 1e3
+                    )),
+                    phases.join(", ")
+                );
                 for l in &out.layers {
                     eprintln!(
                         "runproof: {:<16} {:<11} {}",

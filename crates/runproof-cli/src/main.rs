@@ -109,7 +109,11 @@ struct ConfigArgs {
     format: cmd_run::Format,
 }
 
+/// When `main` began, for `run --verbose`'s start-up timing.
+pub(crate) static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
+    STARTED.get_or_init(std::time::Instant::now);
     let cli = Cli::parse();
     let config = cli.config.as_deref();
     match cli.command {

@@ -999,6 +999,8 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         let _ = std::fs::remove_dir_all(work);
     }
 
+    // Remove the cgroups now, so the teardown phase shows what it costs.
+    drop(cg);
     phases.mark("teardown");
     let report = ExitReport {
         code,
