@@ -3,10 +3,22 @@
 //! concurrency, in one run. Prints latency percentiles, throughput and the
 //! ratios. Only 127.0.0.1 is contacted; every loop is bounded in time.
 //!
-//! Usage: gateway_bench [--concurrency N] [--seconds S] [--stream] [--rate R]
+//! Besides wall-clock latency (noisy on a shared machine) it prints what does
+//! not depend on the machine's load: each thread group's CPU time and context
+//! switches per request, read from `/proc/self/task/*/{schedstat,status}`
+//! before and after each measured phase, and the time its threads spent
+//! runnable but waiting for a CPU (the scheduler's delay, which is the load).
+//!
+//! With `--requests N` each phase sends exactly N requests (warm-ups 1,000)
+//! instead of running for a time, so instruction counts under
+//! `valgrind --tool=callgrind` compare the same work; a phase still ends
+//! after 600 s at most.
+//!
+//! Usage: gateway_bench [--concurrency N] [--seconds S] [--requests N] [--stream] [--rate R]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -81,14 +93,18 @@ async fn load(
     dur: Duration,
     body: &'static str,
     rate: Option<f64>,
+    requests: Option<u64>,
 ) -> Run {
     let start = Instant::now();
+    // Tickets shared by the connections when the request count is fixed.
+    let tickets = Arc::new(AtomicI64::new(requests.map_or(i64::MAX, |n| n as i64)));
     let deadline = start + dur;
     let mut tasks = Vec::new();
     for i in 0..conc {
         let interval = rate.map(|r| Duration::from_secs_f64(conc as f64 / r));
         let mut next =
             start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / conc as f64));
+        let tickets = tickets.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
             let (mut ok, mut errors) = (0u64, 0u64);
@@ -98,7 +114,7 @@ async fn load(
                 .await
                 .unwrap();
             tokio::spawn(conn);
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && tickets.fetch_sub(1, Ordering::Relaxed) > 0 {
                 if let Some(iv) = interval {
                     tokio::time::sleep_until(next.into()).await;
                     next += iv;
@@ -147,6 +163,112 @@ async fn load(
     run
 }
 
+/// One thread's counters: CPU ns, run-queue wait ns, context switches.
+#[derive(Clone, Copy, Default)]
+struct ThreadStat {
+    cpu_ns: u64,
+    wait_ns: u64,
+    switches: u64,
+}
+
+/// Every thread of this process, keyed by tid, with its name.
+fn thread_stats() -> Vec<(u64, String, ThreadStat)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        };
+        let p = e.path();
+        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let sched = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
+        let mut f = sched
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
+        let (cpu_ns, wait_ns) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+        let switches = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum();
+        out.push((
+            tid,
+            name.trim().to_string(),
+            ThreadStat {
+                cpu_ns,
+                wait_ns,
+                switches,
+            },
+        ));
+    }
+    out
+}
+
+/// Thread groups, by name prefix, in print order.
+const GROUPS: &[(&str, &str)] = &[
+    ("bench-load", "load generator"),
+    ("bench-upstream", "upstream"),
+    ("bench-gateway", "gateway"),
+    ("runproof-ledger", "ledger writer"),
+];
+
+/// Per group: counters accumulated between two snapshots.
+fn group_delta(
+    before: &[(u64, String, ThreadStat)],
+    after: &[(u64, String, ThreadStat)],
+) -> Vec<ThreadStat> {
+    let mut g = vec![ThreadStat::default(); GROUPS.len() + 1];
+    for (tid, name, a) in after {
+        let b = before
+            .iter()
+            .find(|(t, _, _)| t == tid)
+            .map_or(ThreadStat::default(), |x| x.2);
+        let i = GROUPS
+            .iter()
+            .position(|(p, _)| name.starts_with(p))
+            .unwrap_or(GROUPS.len());
+        g[i].cpu_ns += a.cpu_ns.saturating_sub(b.cpu_ns);
+        g[i].wait_ns += a.wait_ns.saturating_sub(b.wait_ns);
+        g[i].switches += a.switches.saturating_sub(b.switches);
+    }
+    g
+}
+
+fn print_costs(name: &str, d: &[ThreadStat], requests: u64) {
+    let n = requests.max(1) as f64;
+    let per = |x: u64| x as f64 / n;
+    let total_cpu: u64 = d.iter().map(|x| x.cpu_ns).sum();
+    let mut line = format!(
+        "{name:<8} CPU us/req: total {:>6.2}",
+        per(total_cpu) / 1000.0
+    );
+    for (i, (_, label)) in GROUPS.iter().enumerate() {
+        if d[i].cpu_ns > 0 {
+            line.push_str(&format!(" | {label} {:.2}", per(d[i].cpu_ns) / 1000.0));
+        }
+    }
+    println!("{line}");
+    let mut line = format!(
+        "{:<8} ctx switches/req: total {:>5.2}",
+        "",
+        per(d.iter().map(|x| x.switches).sum())
+    );
+    for (i, (_, label)) in GROUPS.iter().enumerate() {
+        if d[i].switches > 0 {
+            line.push_str(&format!(" | {label} {:.2}", per(d[i].switches)));
+        }
+    }
+    println!("{line}");
+    println!(
+        "{:<8} run-queue wait (load) us/req: {:.2}",
+        "",
+        per(d.iter().map(|x| x.wait_ns).sum()) / 1000.0
+    );
+}
+
 fn pct(v: &[u32], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -160,6 +282,7 @@ fn main() {
     let mut secs = 5u64;
     let mut stream = false;
     let mut rate: Option<f64> = None;
+    let mut requests: Option<u64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -176,6 +299,13 @@ fn main() {
                     .expect("--seconds S")
             }
             "--stream" => stream = true,
+            "--requests" => {
+                requests = Some(
+                    args.next()
+                        .and_then(|x| x.parse().ok())
+                        .expect("--requests N"),
+                )
+            }
             "--rate" => {
                 rate = Some(
                     args.next()
@@ -184,7 +314,7 @@ fn main() {
                 )
             }
             other => panic!(
-                "unknown argument {other:?}; usage: gateway_bench [--concurrency N] [--seconds S] [--stream] [--rate R]"
+                "unknown argument {other:?}; usage: gateway_bench [--concurrency N] [--seconds S] [--requests N] [--stream] [--rate R]"
             ),
         }
     }
@@ -198,6 +328,7 @@ fn main() {
     // another. Two cores are shared by all three, as on the target machine.
     let up_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("bench-upstream")
         .enable_all()
         .build()
         .unwrap();
@@ -207,11 +338,13 @@ fn main() {
         .unwrap_or(1);
     let gw_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(gw_threads)
+        .thread_name("bench-gateway")
         .enable_all()
         .build()
         .unwrap();
     let load_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("bench-load")
         .enable_all()
         .build()
         .unwrap();
@@ -250,13 +383,25 @@ fn main() {
     let g2 = gw.clone();
     gw_rt.spawn(async move { g2.serve(gl).await });
 
-    let dur = Duration::from_secs(secs);
+    let (dur, warm, warm_n) = match requests {
+        Some(_) => (
+            Duration::from_secs(600),
+            Duration::from_secs(600),
+            Some(1000),
+        ),
+        None => (Duration::from_secs(secs), Duration::from_millis(500), None),
+    };
     // Warm both paths (connection pools, page cache), then measure.
-    load_rt.block_on(load(up_addr, conc, Duration::from_millis(500), body, None));
-    load_rt.block_on(load(gw_addr, conc, Duration::from_millis(500), body, None));
-    let direct = load_rt.block_on(load(up_addr, conc, dur, body, rate));
-    let via = load_rt.block_on(load(gw_addr, conc, dur, body, rate));
+    load_rt.block_on(load(up_addr, conc, warm, body, None, warm_n));
+    load_rt.block_on(load(gw_addr, conc, warm, body, None, warm_n));
+    let t0 = thread_stats();
+    let direct = load_rt.block_on(load(up_addr, conc, dur, body, rate, requests));
+    let t1 = thread_stats();
+    let via = load_rt.block_on(load(gw_addr, conc, dur, body, rate, requests));
+    // The writer's work for the measured requests counts too.
     writer.flush().expect("ledger flush");
+    let t2 = thread_stats();
+    let (d_direct, d_via) = (group_delta(&t0, &t1), group_delta(&t1, &t2));
     let recorded = Ledger::open(&ledger_path)
         .unwrap()
         .requests(Some("bench"))
@@ -265,12 +410,13 @@ fn main() {
 
     let rps = |r: &Run| r.ok as f64 / r.elapsed.as_secs_f64();
     println!(
-        "mode: {}  concurrency: {conc}  duration: {secs}s each",
+        "mode: {}  concurrency: {conc}  {} each",
         if stream {
             "streaming SSE"
         } else {
             "non-streaming JSON"
-        }
+        },
+        requests.map_or(format!("duration: {secs}s"), |n| format!("requests: {n}"))
     );
     println!(
         "{:<10} {:>10} {:>10} {:>10} {:>12} {:>8}",
@@ -294,4 +440,14 @@ fn main() {
         rps(&via) / rps(&direct)
     );
     println!("ledger rows written for the gateway run (incl. warm-up): {recorded}");
+    print_costs("direct", &d_direct, direct.ok + direct.errors);
+    print_costs("gateway", &d_via, via.ok + via.errors);
+    let cpu = |d: &[ThreadStat], r: &Run| {
+        d.iter().map(|x| x.cpu_ns).sum::<u64>() as f64 / (r.ok + r.errors).max(1) as f64 / 1000.0
+    };
+    println!(
+        "CPU per request, gateway path / direct path: {:.2} ({:+.2} us/req added)",
+        cpu(&d_via, &via) / cpu(&d_direct, &direct),
+        cpu(&d_via, &via) - cpu(&d_direct, &direct)
+    );
 }
