@@ -522,9 +522,23 @@ impl LedgerWriter {
     }
 }
 
+/// Shortest time between two commits while records keep arriving. Records
+/// that arrive meanwhile wait in the channel and join the next transaction,
+/// so under load the writer wakes and commits a few hundred times a second
+/// rather than once per request, and the threads that submit records (the
+/// gateway's I/O threads) find it awake and never have to wake it up. When
+/// idle it blocks, and the first record after a pause is committed at once.
+/// A failed write is noticed at most this much later than before batching;
+/// the records are held and retried either way.
+const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Most records in one transaction.
+const MAX_BATCH: usize = 16_384;
+
 fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) {
     let mut pending: Vec<RequestRecord> = Vec::new();
     let mut flushes: Vec<mpsc::Sender<Result<(), String>>> = Vec::new();
+    let mut last_commit: Option<std::time::Instant> = None;
     loop {
         // Block for the first op (or retry pending after a pause).
         let first = if pending.is_empty() {
@@ -543,6 +557,12 @@ fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) 
                 }
             }
         };
+        // A flush is answered now; records wait for the commit interval.
+        if matches!(first, Some(Op::Request(_)))
+            && let Some(wait) = last_commit.and_then(|t| COMMIT_INTERVAL.checked_sub(t.elapsed()))
+        {
+            std::thread::sleep(wait);
+        }
         let mut next = first;
         let mut taken = 0;
         while let Some(op) = next {
@@ -551,7 +571,7 @@ fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) 
                 Op::Flush(tx) => flushes.push(tx),
             }
             taken += 1;
-            next = if taken < 4096 {
+            next = if taken < MAX_BATCH {
                 rx.try_recv().ok()
             } else {
                 None
@@ -560,7 +580,9 @@ fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) 
         let result = if pending.is_empty() {
             Ok(())
         } else {
-            write_batch(&mut ledger, &pending)
+            let r = write_batch(&mut ledger, &pending);
+            last_commit = Some(std::time::Instant::now());
+            r
         };
         match &result {
             Ok(()) => {
