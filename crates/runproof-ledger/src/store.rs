@@ -415,13 +415,18 @@ impl Ledger {
     }
 }
 
+const INSERT_REQUEST: &str =
+    "INSERT INTO requests (run_id, ts_ms, provider, endpoint, model, stream, http_status,
+    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    cost_usd, estimated, outcome, duration_ms)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+
 fn insert_request(conn: &Connection, r: &RequestRecord) -> rusqlite::Result<()> {
-    let mut st = conn.prepare_cached(
-        "INSERT INTO requests (run_id, ts_ms, provider, endpoint, model, stream, http_status,
-            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
-            cost_usd, estimated, outcome, duration_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )?;
+    let mut st = conn.prepare_cached(INSERT_REQUEST)?;
+    insert_with(&mut st, r)
+}
+
+fn insert_with(st: &mut rusqlite::Statement<'_>, r: &RequestRecord) -> rusqlite::Result<()> {
     st.execute(params![
         r.run_id,
         r.ts_ms,
@@ -610,8 +615,14 @@ fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) 
 fn write_batch(ledger: &mut Ledger, batch: &[RequestRecord]) -> Result<(), String> {
     let conn = &mut ledger.conn;
     let tx = conn.transaction().map_err(|e| e.to_string())?;
-    for r in batch {
-        insert_request(&tx, r).map_err(|e| e.to_string())?;
+    {
+        // One statement for the whole batch.
+        let mut st = tx
+            .prepare_cached(INSERT_REQUEST)
+            .map_err(|e| e.to_string())?;
+        for r in batch {
+            insert_with(&mut st, r).map_err(|e| e.to_string())?;
+        }
     }
     tx.commit().map_err(|e| e.to_string())
 }
