@@ -32,6 +32,14 @@ impl Api {
             Api::AnthropicMessages => "messages",
         }
     }
+    /// The upstream's path for it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::OpenAiChat => "/v1/chat/completions",
+            Api::OpenAiResponses => "/v1/responses",
+            Api::AnthropicMessages => "/v1/messages",
+        }
+    }
 }
 
 fn n(v: &Value, path: &[&str]) -> Option<u64> {
@@ -42,34 +50,318 @@ fn n(v: &Value, path: &[&str]) -> Option<u64> {
     cur.as_u64()
 }
 
+/// One JSON value read for a scalar, without building a [`Value`]: strings,
+/// booleans and non-negative integers are kept; anything else (floats,
+/// negative numbers, null, and arrays and objects, skipped unread) is
+/// `Other`. So a field of an unexpected type reads as absent, exactly as
+/// `Value::as_str`, `as_bool` and `as_u64` read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scalar {
+    Str(String),
+    Bool(bool),
+    U64(u64),
+    Other,
+}
+
+impl Scalar {
+    pub(crate) fn as_bool(&self) -> Option<bool> {
+        match self {
+            Scalar::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    pub(crate) fn as_u64(&self) -> Option<u64> {
+        match self {
+            Scalar::U64(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::U64(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(u64::try_from(v).map_or(Scalar::Other, Scalar::U64))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_none<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Scalar::Other)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// The numbers in a `usage` object that any of the three APIs bills by.
+/// Each is what `Value` lookups would give (`None` when absent or not a
+/// non-negative integer; of duplicate keys the last wins, as in a decoded
+/// `Value`), but read straight from the text: nothing else in the object is
+/// built, unknown members are skipped unread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageNumbers {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    /// `prompt_tokens_details.cached_tokens`
+    pub prompt_cached: Option<u64>,
+    /// `completion_tokens_details.reasoning_tokens`
+    pub completion_reasoning: Option<u64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    /// `input_tokens_details.cached_tokens`
+    pub input_cached: Option<u64>,
+    /// `output_tokens_details.reasoning_tokens`
+    pub output_reasoning: Option<u64>,
+    pub cache_read_input_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+}
+
+impl UsageNumbers {
+    /// The same numbers from an already decoded value.
+    pub fn from_value(u: &Value) -> Self {
+        UsageNumbers {
+            prompt_tokens: n(u, &["prompt_tokens"]),
+            completion_tokens: n(u, &["completion_tokens"]),
+            prompt_cached: n(u, &["prompt_tokens_details", "cached_tokens"]),
+            completion_reasoning: n(u, &["completion_tokens_details", "reasoning_tokens"]),
+            input_tokens: n(u, &["input_tokens"]),
+            output_tokens: n(u, &["output_tokens"]),
+            input_cached: n(u, &["input_tokens_details", "cached_tokens"]),
+            output_reasoning: n(u, &["output_tokens_details", "reasoning_tokens"]),
+            cache_read_input_tokens: n(u, &["cache_read_input_tokens"]),
+            cache_creation_input_tokens: n(u, &["cache_creation_input_tokens"]),
+        }
+    }
+
+    /// OpenAI chat-completions usage.
+    pub fn openai_chat(&self) -> Option<Usage> {
+        let prompt = self.prompt_tokens?;
+        let completion = self.completion_tokens?;
+        let cached = self.prompt_cached.unwrap_or(0);
+        let reasoning = self.completion_reasoning.unwrap_or(0);
+        Some(Usage {
+            input: prompt.saturating_sub(cached),
+            cache_read: cached.min(prompt),
+            output: completion.saturating_sub(reasoning),
+            reasoning: reasoning.min(completion),
+            cache_write: 0,
+        })
+    }
+
+    /// OpenAI responses usage.
+    pub fn openai_responses(&self) -> Option<Usage> {
+        let input = self.input_tokens?;
+        let output = self.output_tokens?;
+        let cached = self.input_cached.unwrap_or(0);
+        let reasoning = self.output_reasoning.unwrap_or(0);
+        Some(Usage {
+            input: input.saturating_sub(cached),
+            cache_read: cached.min(input),
+            output: output.saturating_sub(reasoning),
+            reasoning: reasoning.min(output),
+            cache_write: 0,
+        })
+    }
+
+    /// Anthropic usage fields present, as running totals.
+    pub fn anthropic(&self) -> AnthropicTotals {
+        AnthropicTotals {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cache_read: self.cache_read_input_tokens,
+            cache_write: self.cache_creation_input_tokens,
+        }
+    }
+}
+
+/// Reads a `*_details` object for one member; `None` unless it is an object
+/// holding that member as a non-negative integer.
+struct DetailVisitor(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for DetailVisitor {
+    type Value = Option<u64>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
+        let mut found = None;
+        while let Some(k) = map.next_key::<Key<'de>>()? {
+            if *k.0 == *self.0 {
+                found = map.next_value::<Scalar>()?.as_u64();
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Option<u64>, A::Error> {
+        ScalarVisitor.visit_seq(seq).map(|_| None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+}
+
+struct Detail(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Detail {
+    type Value = Option<u64>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_any(DetailVisitor(self.0))
+    }
+}
+
+/// An object key, borrowed from the input unless it had escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+struct UsageVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UsageVisitor {
+    type Value = UsageNumbers;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UsageNumbers, A::Error> {
+        let mut u = UsageNumbers::default();
+        while let Some(k) = map.next_key::<Key<'de>>()? {
+            let num = |m: &mut A| m.next_value::<Scalar>().map(|s| s.as_u64());
+            match &*k.0 {
+                "prompt_tokens" => u.prompt_tokens = num(&mut map)?,
+                "completion_tokens" => u.completion_tokens = num(&mut map)?,
+                "input_tokens" => u.input_tokens = num(&mut map)?,
+                "output_tokens" => u.output_tokens = num(&mut map)?,
+                "cache_read_input_tokens" => u.cache_read_input_tokens = num(&mut map)?,
+                "cache_creation_input_tokens" => u.cache_creation_input_tokens = num(&mut map)?,
+                "prompt_tokens_details" => {
+                    u.prompt_cached = map.next_value_seed(Detail("cached_tokens"))?
+                }
+                "completion_tokens_details" => {
+                    u.completion_reasoning = map.next_value_seed(Detail("reasoning_tokens"))?
+                }
+                "input_tokens_details" => {
+                    u.input_cached = map.next_value_seed(Detail("cached_tokens"))?
+                }
+                "output_tokens_details" => {
+                    u.output_reasoning = map.next_value_seed(Detail("reasoning_tokens"))?
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(u)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<UsageNumbers, A::Error> {
+        ScalarVisitor
+            .visit_seq(seq)
+            .map(|_| UsageNumbers::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UsageNumbers, E> {
+        Ok(UsageNumbers::default())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<UsageNumbers, E> {
+        Ok(UsageNumbers::default())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UsageNumbers, E> {
+        Ok(UsageNumbers::default())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UsageNumbers, E> {
+        Ok(UsageNumbers::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UsageNumbers, E> {
+        Ok(UsageNumbers::default())
+    }
+    fn visit_unit<E>(self) -> Result<UsageNumbers, E> {
+        Ok(UsageNumbers::default())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UsageNumbers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UsageNumbers, D::Error> {
+        d.deserialize_any(UsageVisitor)
+    }
+}
+
 /// OpenAI chat-completions `usage` object.
 pub fn openai_chat_usage(u: &Value) -> Option<Usage> {
-    let prompt = n(u, &["prompt_tokens"])?;
-    let completion = n(u, &["completion_tokens"])?;
-    let cached = n(u, &["prompt_tokens_details", "cached_tokens"]).unwrap_or(0);
-    let reasoning = n(u, &["completion_tokens_details", "reasoning_tokens"]).unwrap_or(0);
-    Some(Usage {
-        input: prompt.saturating_sub(cached),
-        cache_read: cached.min(prompt),
-        output: completion.saturating_sub(reasoning),
-        reasoning: reasoning.min(completion),
-        cache_write: 0,
-    })
+    UsageNumbers::from_value(u).openai_chat()
 }
 
 /// OpenAI responses `usage` object.
 pub fn openai_responses_usage(u: &Value) -> Option<Usage> {
-    let input = n(u, &["input_tokens"])?;
-    let output = n(u, &["output_tokens"])?;
-    let cached = n(u, &["input_tokens_details", "cached_tokens"]).unwrap_or(0);
-    let reasoning = n(u, &["output_tokens_details", "reasoning_tokens"]).unwrap_or(0);
-    Some(Usage {
-        input: input.saturating_sub(cached),
-        cache_read: cached.min(input),
-        output: output.saturating_sub(reasoning),
-        reasoning: reasoning.min(output),
-        cache_write: 0,
-    })
+    UsageNumbers::from_value(u).openai_responses()
 }
 
 /// Anthropic usage fields present in `u`, as running totals.
@@ -83,12 +375,7 @@ pub struct AnthropicTotals {
 
 impl AnthropicTotals {
     pub fn read(u: &Value) -> Self {
-        AnthropicTotals {
-            input: n(u, &["input_tokens"]),
-            output: n(u, &["output_tokens"]),
-            cache_read: n(u, &["cache_read_input_tokens"]),
-            cache_write: n(u, &["cache_creation_input_tokens"]),
-        }
+        UsageNumbers::from_value(u).anthropic()
     }
     /// Later totals replace earlier ones field by field.
     pub fn update(&mut self, later: AnthropicTotals) {
@@ -113,17 +400,17 @@ impl AnthropicTotals {
 #[derive(Debug, serde::Deserialize)]
 pub struct UsageOnly {
     #[serde(default)]
-    pub usage: Option<Value>,
+    pub usage: Option<UsageNumbers>,
 }
 
 /// Usage of a whole (non-streamed) response body.
 pub fn usage_of_body(api: Api, body: &UsageOnly) -> Option<Usage> {
     let u = body.usage.as_ref()?;
     match api {
-        Api::OpenAiChat => openai_chat_usage(u),
-        Api::OpenAiResponses => openai_responses_usage(u),
+        Api::OpenAiChat => u.openai_chat(),
+        Api::OpenAiResponses => u.openai_responses(),
         Api::AnthropicMessages => {
-            let t = AnthropicTotals::read(u);
+            let t = u.anthropic();
             t.input.and(t.output).map(|_| t.usage())
         }
     }
@@ -338,6 +625,80 @@ mod tests {
             })
         );
         assert_eq!(openai_chat_usage(&json!({"prompt_tokens": 1})), None);
+    }
+
+    #[test]
+    fn usage_read_from_text_equals_usage_read_from_values() {
+        let cases = [
+            r#"{"prompt_tokens": 1000, "completion_tokens": 300, "prompt_tokens_details": {"cached_tokens": 600, "audio_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 200}}"#,
+            r#"{"input_tokens": 100, "input_tokens_details": {"cached_tokens": 60}, "output_tokens": 50, "output_tokens_details": {"reasoning_tokens": 20}, "total_tokens": 150}"#,
+            r#"{"input_tokens": 10, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 30, "output_tokens": 40, "server_tool_use": {"web_search_requests": [1, {"a": 2}]}}"#,
+            // Duplicate keys: the last one counts, nested objects too.
+            r#"{"prompt_tokens": 1, "prompt_tokens": 7, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 5}, "prompt_tokens_details": {"audio_tokens": 1}}"#,
+            r#"{"prompt_tokens_details": {"cached_tokens": 5, "cached_tokens": 3}, "prompt_tokens": 9, "completion_tokens": 1}"#,
+            // Wrong types read as absent.
+            r#"{"prompt_tokens": 12.0, "completion_tokens": -3, "prompt_tokens_details": 4, "completion_tokens_details": [1]}"#,
+            r#"{"prompt_tokens": "12", "completion_tokens": null, "prompt_tokens_details": null, "input_tokens": true}"#,
+            r#"{"prompt_tokens": 18446744073709551615, "completion_tokens": 18446744073709551616}"#,
+            // Escaped keys are the same keys.
+            r#"{"prompt\u005ftokens": 4, "completion_tokens": 2, "prompt_tokens_details": {"cached\u005ftokens": 1}}"#,
+            r#"{}"#,
+            r#"[1, 2]"#,
+            r#"17"#,
+            r#""usage""#,
+        ];
+        for c in cases {
+            let value: Value = serde_json::from_str(c).unwrap();
+            let read: UsageNumbers = serde_json::from_str(c).unwrap();
+            assert_eq!(read, UsageNumbers::from_value(&value), "{c}");
+            let body = format!(r#"{{"id": "x", "usage": {c}, "choices": [{{"usage": 1}}]}}"#);
+            let typed: UsageOnly = serde_json::from_str(&body).unwrap();
+            for api in [
+                Api::OpenAiChat,
+                Api::OpenAiResponses,
+                Api::AnthropicMessages,
+            ] {
+                let from_value = match api {
+                    Api::OpenAiChat => openai_chat_usage(&value),
+                    Api::OpenAiResponses => openai_responses_usage(&value),
+                    Api::AnthropicMessages => {
+                        let t = AnthropicTotals::read(&value);
+                        t.input.and(t.output).map(|_| t.usage())
+                    }
+                };
+                assert_eq!(usage_of_body(api, &typed), from_value, "{api:?} {c}");
+            }
+        }
+        let none: UsageOnly = serde_json::from_str(r#"{"usage": null}"#).unwrap();
+        assert_eq!(usage_of_body(Api::OpenAiChat, &none), None);
+        assert!(serde_json::from_str::<UsageOnly>(r#"{"usage": {}, "usage": {}}"#).is_err());
+    }
+
+    #[test]
+    fn scalars_read_as_value_accessors_read_them() {
+        for c in [
+            r#""gpt-4o""#,
+            r#""a\"b\u00e9""#,
+            "true",
+            "false",
+            "0",
+            "42",
+            "-1",
+            "1.5",
+            "null",
+            "[1, [2]]",
+            r#"{"a": {"b": 1}}"#,
+        ] {
+            let v: Value = serde_json::from_str(c).unwrap();
+            let s: Scalar = serde_json::from_str(c).unwrap();
+            assert_eq!(s.as_u64(), v.as_u64(), "{c}");
+            assert_eq!(s.as_bool(), v.as_bool(), "{c}");
+            let as_str = match &s {
+                Scalar::Str(x) => Some(x.as_str()),
+                _ => None,
+            };
+            assert_eq!(as_str, v.as_str(), "{c}");
+        }
     }
 
     #[test]
