@@ -871,7 +871,11 @@ impl Inner {
         };
         // Only the fields the gateway needs are decoded; the conversation is
         // left as raw JSON (decoding it into values costs more than forwarding).
-        let head: RequestHead = match serde_json::from_slice(&bytes) {
+        // UTF-8 is checked once for the whole body rather than per string.
+        let head: RequestHead = match std::str::from_utf8(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(t).map_err(|e| e.to_string()))
+        {
             Ok(h) => h,
             Err(e) => {
                 return deny(
@@ -1107,8 +1111,9 @@ impl Inner {
             // Upstream errors are not billed by the providers.
             charge.finish(Usage::default(), false, "upstream_error", n);
         } else {
-            match serde_json::from_slice::<meter::UsageOnly>(&body)
+            match std::str::from_utf8(&body)
                 .ok()
+                .and_then(|t| serde_json::from_str::<meter::UsageOnly>(t).ok())
                 .and_then(|v| meter::usage_of_body(api, &v))
             {
                 Some(u) => charge.finish(u, false, "ok", n),
@@ -1180,9 +1185,10 @@ impl Metered {
     /// Meter every complete event in the buffer; return the bytes to forward.
     fn drain_events(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        while let Some(ev) = self.splitter.next_event() {
-            if self.meter.observe(&ev) == Verdict::Forward {
-                out.extend_from_slice(&ev);
+        while let Some(r) = self.splitter.next_range() {
+            let ev = &self.splitter.bytes()[r];
+            if self.meter.observe(ev) == Verdict::Forward {
+                out.extend_from_slice(ev);
             }
             if !self.within_budget() {
                 let remaining = self.charge.as_ref().map(|c| c.inner.budget.status());
