@@ -24,7 +24,9 @@ pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 type Sender = SendRequest<Full<Bytes>>;
 
 /// Idle connections kept per upstream; more are closed when they finish.
-const MAX_IDLE: usize = 256;
+/// As many as the gateway serves client connections, each of which has at
+/// most one request in flight, so a steady load never reconnects.
+const MAX_IDLE: usize = crate::proxy::MAX_CONNECTIONS;
 /// An idle connection older than this is closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
