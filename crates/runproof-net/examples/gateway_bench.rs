@@ -501,15 +501,17 @@ fn main() {
         )
     );
     println!(
-        "{:<10} {:>10} {:>10} {:>10} {:>12} {:>8}",
-        "path", "p50 ms", "p99 ms", "max ms", "req/s", "errors"
+        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>8}",
+        "path", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "req/s", "errors"
     );
     for (name, r) in [("direct", &direct), ("gateway", &via)] {
         println!(
-            "{:<10} {:>10.3} {:>10.3} {:>10.3} {:>12.0} {:>8}",
+            "{:<10} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>12.0} {:>8}",
             name,
             pct(&r.lat_us, 0.50),
+            pct(&r.lat_us, 0.90),
             pct(&r.lat_us, 0.99),
+            pct(&r.lat_us, 0.999),
             pct(&r.lat_us, 1.0),
             rps(r),
             r.errors
