@@ -612,6 +612,16 @@ struct RequestHead<'a> {
     input: Option<&'a RawValue>,
 }
 
+/// Decode a body. UTF-8 is checked once for the whole body rather than for
+/// each string; a body that is not all UTF-8 is decoded from its bytes, as
+/// before, where the decoder does not check the strings it skips unread.
+fn json_of<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_json::Error> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
+}
+
 /// The request body with `stream_options.include_usage` set to true. When the
 /// client sent no `stream_options` at all, the member is appended to the
 /// object so every other byte is forwarded as the client wrote it.
@@ -871,11 +881,7 @@ impl Inner {
         };
         // Only the fields the gateway needs are decoded; the conversation is
         // left as raw JSON (decoding it into values costs more than forwarding).
-        // UTF-8 is checked once for the whole body rather than per string.
-        let head: RequestHead = match std::str::from_utf8(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str(t).map_err(|e| e.to_string()))
-        {
+        let head: RequestHead = match json_of(&bytes) {
             Ok(h) => h,
             Err(e) => {
                 return deny(
@@ -1111,9 +1117,8 @@ impl Inner {
             // Upstream errors are not billed by the providers.
             charge.finish(Usage::default(), false, "upstream_error", n);
         } else {
-            match std::str::from_utf8(&body)
+            match json_of::<meter::UsageOnly>(&body)
                 .ok()
-                .and_then(|t| serde_json::from_str::<meter::UsageOnly>(t).ok())
                 .and_then(|v| meter::usage_of_body(api, &v))
             {
                 Some(u) => charge.finish(u, false, "ok", n),
@@ -1333,6 +1338,23 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(fp(json!("plain input 1")), fp(json!("plain input 2")));
+    }
+
+    #[test]
+    fn bodies_decode_the_same_whether_or_not_all_utf8() {
+        let usage = |b: &[u8]| {
+            json_of::<meter::UsageOnly>(b)
+                .ok()
+                .and_then(|v| meter::usage_of_body(Api::OpenAiChat, &v))
+        };
+        let clean = br#"{"x":"ok","usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let skipped_bad =
+            b"{\"x\":\"\xff\",\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}";
+        assert_eq!(usage(clean), usage(skipped_bad));
+        assert_eq!(usage(clean).unwrap().output, 2);
+        // A string the decoder reads must still be UTF-8.
+        assert!(json_of::<RequestHead>(b"{\"model\":\"\xff\"}").is_err());
+        assert!(json_of::<RequestHead>(br#"{"model":"m"}"#).is_ok());
     }
 
     #[test]
