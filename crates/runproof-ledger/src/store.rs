@@ -450,13 +450,18 @@ impl Ledger {
     }
 }
 
+const INSERT_REQUEST: &str =
+    "INSERT INTO requests (run_id, ts_ms, provider, endpoint, model, stream, http_status,
+    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    cost_usd, estimated, outcome, duration_ms)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+
 fn insert_request(conn: &Connection, r: &RequestRecord) -> rusqlite::Result<()> {
-    let mut st = conn.prepare_cached(
-        "INSERT INTO requests (run_id, ts_ms, provider, endpoint, model, stream, http_status,
-            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
-            cost_usd, estimated, outcome, duration_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )?;
+    let mut st = conn.prepare_cached(INSERT_REQUEST)?;
+    insert_with(&mut st, r)
+}
+
+fn insert_with(st: &mut rusqlite::Statement<'_>, r: &RequestRecord) -> rusqlite::Result<()> {
     st.execute(params![
         r.run_id,
         r.ts_ms,
@@ -557,9 +562,23 @@ impl LedgerWriter {
     }
 }
 
+/// Shortest time between two commits while records keep arriving. Records
+/// that arrive meanwhile wait in the channel and join the next transaction,
+/// so under load the writer wakes and commits a few hundred times a second
+/// rather than once per request, and the threads that submit records (the
+/// gateway's I/O threads) find it awake and never have to wake it up. When
+/// idle it blocks, and the first record after a pause is committed at once.
+/// A failed write is noticed at most this much later than before batching;
+/// the records are held and retried either way.
+const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Most records in one transaction.
+const MAX_BATCH: usize = 16_384;
+
 fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) {
     let mut pending: Vec<RequestRecord> = Vec::new();
     let mut flushes: Vec<mpsc::Sender<Result<(), String>>> = Vec::new();
+    let mut last_commit: Option<std::time::Instant> = None;
     loop {
         // Block for the first op (or retry pending after a pause).
         let first = if pending.is_empty() {
@@ -578,6 +597,12 @@ fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) 
                 }
             }
         };
+        // A flush is answered now; records wait for the commit interval.
+        if matches!(first, Some(Op::Request(_)))
+            && let Some(wait) = last_commit.and_then(|t| COMMIT_INTERVAL.checked_sub(t.elapsed()))
+        {
+            std::thread::sleep(wait);
+        }
         let mut next = first;
         let mut taken = 0;
         while let Some(op) = next {
@@ -586,7 +611,7 @@ fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) 
                 Op::Flush(tx) => flushes.push(tx),
             }
             taken += 1;
-            next = if taken < 4096 {
+            next = if taken < MAX_BATCH {
                 rx.try_recv().ok()
             } else {
                 None
@@ -595,7 +620,9 @@ fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) 
         let result = if pending.is_empty() {
             Ok(())
         } else {
-            write_batch(&mut ledger, &pending)
+            let r = write_batch(&mut ledger, &pending);
+            last_commit = Some(std::time::Instant::now());
+            r
         };
         match &result {
             Ok(()) => {
@@ -623,8 +650,14 @@ fn writer_loop(mut ledger: Ledger, rx: mpsc::Receiver<Op>, health: Arc<Health>) 
 fn write_batch(ledger: &mut Ledger, batch: &[RequestRecord]) -> Result<(), String> {
     let conn = &mut ledger.conn;
     let tx = conn.transaction().map_err(|e| e.to_string())?;
-    for r in batch {
-        insert_request(&tx, r).map_err(|e| e.to_string())?;
+    {
+        // One statement for the whole batch.
+        let mut st = tx
+            .prepare_cached(INSERT_REQUEST)
+            .map_err(|e| e.to_string())?;
+        for r in batch {
+            insert_with(&mut st, r).map_err(|e| e.to_string())?;
+        }
     }
     tx.commit().map_err(|e| e.to_string())
 }

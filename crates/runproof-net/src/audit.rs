@@ -56,6 +56,15 @@ impl AuditEvent {
     pub fn new(component: &'static str, protocol: &'static str) -> Self {
         AuditEvent {
             time: runproof_ledger::time::rfc3339_ms(runproof_ledger::time::unix_ms()),
+            ..AuditEvent::untimed(component, protocol)
+        }
+    }
+
+    /// An event with no time stamp and nothing allocated, for a sink that
+    /// discards events ([`AuditSink::enabled`] false).
+    pub fn untimed(component: &'static str, protocol: &'static str) -> Self {
+        AuditEvent {
+            time: String::new(),
             component,
             protocol,
             client: None,
@@ -77,11 +86,19 @@ impl AuditEvent {
 /// called on the proxy's I/O threads.
 pub trait AuditSink: Send + Sync + 'static {
     fn record(&self, event: &AuditEvent);
+    /// False when every event is discarded ([`NoAudit`]): callers may then
+    /// skip building events (their time stamps and strings) altogether.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 impl<T: AuditSink + ?Sized> AuditSink for std::sync::Arc<T> {
     fn record(&self, event: &AuditEvent) {
         (**self).record(event)
+    }
+    fn enabled(&self) -> bool {
+        (**self).enabled()
     }
 }
 
@@ -145,6 +162,9 @@ pub struct NoAudit;
 
 impl AuditSink for NoAudit {
     fn record(&self, _event: &AuditEvent) {}
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 
 pub mod meter;
 pub mod sse;
+mod upstream;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -30,9 +31,8 @@ use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use runproof_ledger::{
     Budget, BudgetError, LedgerWriter, ModelPrice, PriceTable, RequestRecord, Reservation, Usage,
 };
@@ -40,10 +40,10 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, AuditSink, bounded};
-use meter::{Api, StreamMeter, Verdict};
+use meter::{Api, Scalar, StreamMeter, Verdict};
+use upstream::{Connector, Lease, Pool};
 
 type GwBody = UnsyncBoxBody<Bytes, hyper::Error>;
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Output tokens assumed when estimating a request's cost for its
 /// reservation, capped by the request's own `max_tokens`. Deliberately not
@@ -219,6 +219,25 @@ impl GatewayConfig {
 struct Target {
     base: String,
     key: HeaderValue,
+    /// `Host` of the upstream requests.
+    host: HeaderValue,
+    /// Path of the base URL, before the endpoint's own (usually empty).
+    prefix: String,
+    /// The origin-form URI of each endpoint, built once.
+    chat: Uri,
+    responses: Uri,
+    messages: Uri,
+    pool: Arc<Pool>,
+}
+
+impl Target {
+    fn uri(&self, api: Api) -> &Uri {
+        match api {
+            Api::OpenAiChat => &self.chat,
+            Api::OpenAiResponses => &self.responses,
+            Api::AnthropicMessages => &self.messages,
+        }
+    }
 }
 
 struct Inner {
@@ -240,7 +259,6 @@ struct Inner {
     warned_unpriced: Mutex<std::collections::HashSet<String>>,
     max_body: usize,
     on_stop: Option<StopHook>,
-    client: HttpsClient,
 }
 
 /// A running gateway's shared state; cheap to clone.
@@ -249,7 +267,7 @@ pub struct Gateway {
     inner: Arc<Inner>,
 }
 
-fn target(u: &Upstream, anthropic: bool) -> Result<Target, GatewayError> {
+fn target(u: &Upstream, anthropic: bool, connector: &Connector) -> Result<Target, GatewayError> {
     let trimmed = u.base_url.trim().trim_end_matches('/');
     let trimmed = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
     let uri: Uri = trimmed
@@ -270,48 +288,80 @@ fn target(u: &Upstream, anthropic: bool) -> Result<Target, GatewayError> {
         ))
     })?;
     key.set_sensitive(true);
+    let bad = || GatewayError::BadUpstream(u.base_url.clone());
+    let (scheme, authority) = uri.scheme().zip(uri.authority()).ok_or_else(bad)?;
+    // As HTTP clients send it: the port only when it is not the default.
+    let host = uri.host().ok_or_else(bad)?;
+    let default_port = if scheme.as_str() == "https" { 443 } else { 80 };
+    let host = match uri.port_u16().filter(|&p| p != default_port) {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let host = HeaderValue::from_str(&host).map_err(|_| bad())?;
+    let dial = Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|_| bad())?;
+    let prefix = uri.path().trim_end_matches('/').to_string();
+    let endpoint = |api: Api| -> Result<Uri, GatewayError> {
+        format!("{prefix}{}", api.path()).parse().map_err(|_| bad())
+    };
     Ok(Target {
         base: trimmed.to_string(),
         key,
+        host,
+        chat: endpoint(Api::OpenAiChat)?,
+        responses: endpoint(Api::OpenAiResponses)?,
+        messages: endpoint(Api::AnthropicMessages)?,
+        prefix,
+        pool: Pool::new(connector.clone(), dial),
     })
+}
+
+/// The connector for upstream connections: TCP with TCP_NODELAY, TLS
+/// verified against the bundled Mozilla roots and `extra_root_certs`.
+fn connector(extra_root_certs: &[Vec<u8>]) -> Result<Connector, GatewayError> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(15)));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra_root_certs {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| GatewayError::Tls(format!("extra root certificate rejected: {e}")))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| GatewayError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
 }
 
 impl Gateway {
     pub fn new(cfg: GatewayConfig) -> Result<Gateway, GatewayError> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(15)));
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for der in &cfg.extra_root_certs {
-            roots
-                .add(rustls::pki_types::CertificateDer::from(der.clone()))
-                .map_err(|e| GatewayError::Tls(format!("extra root certificate rejected: {e}")))?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| GatewayError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .build(https);
+        let https = connector(&cfg.extra_root_certs)?;
         Ok(Gateway {
             inner: Arc::new(Inner {
-                openai: cfg.openai.as_ref().map(|u| target(u, false)).transpose()?,
+                openai: cfg
+                    .openai
+                    .as_ref()
+                    .map(|u| target(u, false, &https))
+                    .transpose()?,
                 anthropic: cfg
                     .anthropic
                     .as_ref()
-                    .map(|u| target(u, true))
+                    .map(|u| target(u, true, &https))
                     .transpose()?,
                 run_id: cfg.run_id,
                 prices: cfg.prices,
@@ -327,7 +377,6 @@ impl Gateway {
                 warned_unpriced: Mutex::new(Default::default()),
                 max_body: cfg.max_body_bytes,
                 on_stop: cfg.on_stop,
-                client,
             }),
         })
     }
@@ -475,16 +524,17 @@ fn forwardable(name: &str) -> bool {
 }
 
 fn filter_response_headers(h: &mut HeaderMap) {
+    const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
     for n in [
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "te",
-        "trailer",
-        "upgrade",
-        "set-cookie",
-        "proxy-authenticate",
+        header::CONNECTION,
+        KEEP_ALIVE,
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::SET_COOKIE,
+        header::PROXY_AUTHENTICATE,
     ] {
         h.remove(n);
     }
@@ -548,24 +598,36 @@ fn loop_fingerprint(model: &str, conversation: Option<&RawValue>) -> Option<u64>
 
 /// The request fields the gateway reads. Duplicate keys are refused by the
 /// decoder, so the gateway and the upstream cannot read different values.
+/// Scalars are read without building JSON values; a field of another type
+/// reads as absent.
 #[derive(serde::Deserialize)]
 struct RequestHead<'a> {
     #[serde(default)]
-    model: Option<Value>,
+    model: Option<Scalar>,
     #[serde(default)]
-    stream: Option<Value>,
+    stream: Option<Scalar>,
     #[serde(default)]
     stream_options: Option<Value>,
     #[serde(default)]
-    max_tokens: Option<Value>,
+    max_tokens: Option<Scalar>,
     #[serde(default)]
-    max_completion_tokens: Option<Value>,
+    max_completion_tokens: Option<Scalar>,
     #[serde(default)]
-    max_output_tokens: Option<Value>,
+    max_output_tokens: Option<Scalar>,
     #[serde(default, borrow)]
     messages: Option<&'a RawValue>,
     #[serde(default, borrow)]
     input: Option<&'a RawValue>,
+}
+
+/// Decode a body. UTF-8 is checked once for the whole body rather than for
+/// each string; a body that is not all UTF-8 is decoded from its bytes, as
+/// before, where the decoder does not check the strings it skips unread.
+fn json_of<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_json::Error> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
 }
 
 /// The request body with `stream_options.include_usage` set to true. When the
@@ -635,39 +697,45 @@ impl Charge {
             r.settle(cost.unwrap_or(0.0));
         }
         let inner = &self.inner;
+        let duration_ms = self.start.elapsed().as_millis() as u64;
+        if inner.audit.enabled() {
+            self.ev.decision = "allowed";
+            self.ev.bytes_down = bytes_down;
+            self.ev.duration_ms = duration_ms;
+            if outcome != "ok" {
+                self.ev.reason = Some(outcome.to_string());
+            }
+            if cost.is_none() {
+                let r = self
+                    .ev
+                    .reason
+                    .take()
+                    .map(|r| format!("{r}; "))
+                    .unwrap_or_default();
+                self.ev.reason = Some(format!(
+                    "{r}model {:?} has no price: cost UNKNOWN",
+                    bounded(&self.model)
+                ));
+            }
+        }
         inner.ledger.submit(RequestRecord {
             run_id: inner.run_id.clone(),
             ts_ms: self.ts_ms,
             provider: self.api.provider().into(),
             endpoint: self.api.endpoint().into(),
-            model: self.model.clone(),
+            // Finished once: the record takes the name.
+            model: std::mem::take(&mut self.model),
             stream: self.stream,
             http_status: self.status,
             usage,
             cost_usd: cost,
             estimated,
             outcome: outcome.into(),
-            duration_ms: self.start.elapsed().as_millis() as u64,
+            duration_ms,
         });
-        self.ev.decision = "allowed";
-        self.ev.bytes_down = bytes_down;
-        self.ev.duration_ms = self.start.elapsed().as_millis() as u64;
-        if outcome != "ok" {
-            self.ev.reason = Some(outcome.to_string());
+        if inner.audit.enabled() {
+            inner.audit.record(&self.ev);
         }
-        if cost.is_none() {
-            let r = self
-                .ev
-                .reason
-                .take()
-                .map(|r| format!("{r}; "))
-                .unwrap_or_default();
-            self.ev.reason = Some(format!(
-                "{r}model {:?} has no price: cost UNKNOWN",
-                bounded(&self.model)
-            ));
-        }
-        inner.audit.record(&self.ev);
         inner.note_spend(cost.unwrap_or(0.0));
         inner.check_budget_stop();
     }
@@ -749,27 +817,37 @@ impl Inner {
         let Ok(head) = serde_json::from_slice::<RequestHead>(&bytes) else {
             return false;
         };
-        let Some(model) = head.model.as_ref().and_then(Value::as_str) else {
+        let Some(Scalar::Str(model)) = head.model else {
             return false;
         };
-        loop_fingerprint(model, head.messages.or(head.input)).is_some_and(|fp| self.note_loop(fp))
+        loop_fingerprint(&model, head.messages.or(head.input)).is_some_and(|fp| self.note_loop(fp))
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<GwBody> {
         let start = Instant::now();
         let ts_ms = runproof_ledger::time::unix_ms();
-        let path = req.uri().path().to_string();
-        let api = route(&path);
-        let mut ev = AuditEvent::new("gateway", api.map_or("unknown", |a| a.endpoint()));
-        ev.client = Some(peer.to_string());
-        ev.method = Some(bounded(req.method().as_str()));
-        ev.url = Some(bounded(&req.uri().to_string()));
+        let api = route(req.uri().path());
+        let protocol = api.map_or("unknown", |a| a.endpoint());
+        // Without a sink that keeps events, none is built (no time stamp,
+        // no strings): the request path only fills in what is recorded.
+        let audit_on = self.audit.enabled();
+        let mut ev = if audit_on {
+            let mut ev = AuditEvent::new("gateway", protocol);
+            ev.client = Some(peer.to_string());
+            ev.method = Some(bounded(req.method().as_str()));
+            ev.url = Some(bounded(&req.uri().to_string()));
+            ev
+        } else {
+            AuditEvent::untimed("gateway", protocol)
+        };
         let anthropic_shape =
             api == Some(Api::AnthropicMessages) || req.headers().contains_key("anthropic-version");
         let deny = |mut ev: AuditEvent, kind: ErrKind, msg: String| {
-            ev.reason = Some(bounded(&msg));
-            ev.duration_ms = start.elapsed().as_millis() as u64;
-            self.audit.record(&ev);
+            if audit_on {
+                ev.reason = Some(bounded(&msg));
+                ev.duration_ms = start.elapsed().as_millis() as u64;
+                self.audit.record(&ev);
+            }
             api_error(anthropic_shape, kind, &msg)
         };
         let Some(api) = api.filter(|_| req.method() == Method::POST) else {
@@ -779,7 +857,7 @@ impl Inner {
                 format!(
                     "{} {} is not served; the gateway serves POST /v1/chat/completions, /v1/responses and /v1/messages",
                     req.method(),
-                    bounded(&path)
+                    bounded(req.uri().path())
                 ),
             );
         };
@@ -846,7 +924,7 @@ impl Inner {
         };
         // Only the fields the gateway needs are decoded; the conversation is
         // left as raw JSON (decoding it into values costs more than forwarding).
-        let head: RequestHead = match serde_json::from_slice(&bytes) {
+        let head: RequestHead = match json_of(&bytes) {
             Ok(h) => h,
             Err(e) => {
                 return deny(
@@ -856,12 +934,7 @@ impl Inner {
                 );
             }
         };
-        let Some(model) = head
-            .model
-            .as_ref()
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
+        let Some(Scalar::Str(model)) = head.model else {
             return deny(
                 ev,
                 ErrKind::BadRequest,
@@ -871,7 +944,7 @@ impl Inner {
         let stream = head
             .stream
             .as_ref()
-            .and_then(Value::as_bool)
+            .and_then(Scalar::as_bool)
             .unwrap_or(false);
         let mut strip_usage_chunk = false;
         let mut out_bytes = bytes.clone();
@@ -928,7 +1001,7 @@ impl Inner {
             &head.max_output_tokens,
         ]
         .iter()
-        .find_map(|v| v.as_ref().and_then(Value::as_u64))
+        .find_map(|v| v.as_ref().and_then(Scalar::as_u64))
         .unwrap_or(u64::MAX);
         let estimate = price.map_or(0.0, |p| {
             p.cost(&Usage {
@@ -963,26 +1036,19 @@ impl Inner {
         }
 
         // Build the upstream request.
-        let query = parts
-            .uri
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let suffix = match api {
-            Api::OpenAiChat => "/v1/chat/completions",
-            Api::OpenAiResponses => "/v1/responses",
-            Api::AnthropicMessages => "/v1/messages",
-        };
-        let uri: Uri = match format!("{}{suffix}{query}", target.base).parse() {
-            Ok(u) => u,
-            Err(_) => {
-                reservation.settle(0.0);
-                return deny(
-                    ev,
-                    ErrKind::BadRequest,
-                    "request query string is not valid".into(),
-                );
-            }
+        let uri: Uri = match parts.uri.query() {
+            None => target.uri(api).clone(),
+            Some(q) => match format!("{}{}?{q}", target.prefix, api.path()).parse() {
+                Ok(u) => u,
+                Err(_) => {
+                    reservation.settle(0.0);
+                    return deny(
+                        ev,
+                        ErrKind::BadRequest,
+                        "request query string is not valid".into(),
+                    );
+                }
+            },
         };
         let mut up = Request::builder().method(Method::POST).uri(uri);
         let h = up.headers_mut().expect("fresh builder");
@@ -1009,6 +1075,7 @@ impl Inner {
                 HeaderValue::from_static("application/json"),
             );
         }
+        h.insert(header::HOST, target.host.clone());
         ev.bytes_up = out_bytes.len() as u64;
         let up = up.body(Full::new(out_bytes)).expect("valid request");
 
@@ -1026,7 +1093,7 @@ impl Inner {
             input_estimate,
             finished: false,
         };
-        let resp = match self.client.request(up).await {
+        let (resp, lease) = match target.pool.send(up).await {
             Ok(r) => r,
             Err(e) => {
                 // hyper's error hides its cause; name every layer.
@@ -1055,6 +1122,7 @@ impl Inner {
                 splitter: sse::Splitter::default(),
                 meter: StreamMeter::new(api, strip_usage_chunk, input_estimate),
                 charge: Some(charge),
+                lease: Some(lease),
                 bytes_down: 0,
                 ended: false,
             };
@@ -1063,7 +1131,10 @@ impl Inner {
 
         // Whole body: error responses and non-streamed results.
         let body = match Limited::new(rbody, self.max_body).collect().await {
-            Ok(b) => b.to_bytes(),
+            Ok(b) => {
+                lease.release();
+                b.to_bytes()
+            }
             Err(e) => {
                 let (usage, outcome) = if rparts.status.is_success() {
                     (
@@ -1089,7 +1160,7 @@ impl Inner {
             // Upstream errors are not billed by the providers.
             charge.finish(Usage::default(), false, "upstream_error", n);
         } else {
-            match serde_json::from_slice::<meter::UsageOnly>(&body)
+            match json_of::<meter::UsageOnly>(&body)
                 .ok()
                 .and_then(|v| meter::usage_of_body(api, &v))
             {
@@ -1115,6 +1186,8 @@ struct Metered {
     splitter: sse::Splitter,
     meter: StreamMeter,
     charge: Option<Charge>,
+    /// The upstream connection, reused only if the stream is read to its end.
+    lease: Option<Lease>,
     bytes_down: u64,
     ended: bool,
 }
@@ -1160,9 +1233,10 @@ impl Metered {
     /// Meter every complete event in the buffer; return the bytes to forward.
     fn drain_events(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        while let Some(ev) = self.splitter.next_event() {
-            if self.meter.observe(&ev) == Verdict::Forward {
-                out.extend_from_slice(&ev);
+        while let Some(r) = self.splitter.next_range() {
+            let ev = &self.splitter.bytes()[r];
+            if self.meter.observe(ev) == Verdict::Forward {
+                out.extend_from_slice(ev);
             }
             if !self.within_budget() {
                 let remaining = self.charge.as_ref().map(|c| c.inner.budget.status());
@@ -1234,6 +1308,9 @@ impl Body for Metered {
                 }
                 Poll::Ready(None) => {
                     this.ended = true;
+                    if let Some(l) = this.lease.take() {
+                        l.release();
+                    }
                     let rest = this.splitter.take_rest();
                     if !rest.is_empty() {
                         // An unterminated last event: forward it as it came.
@@ -1307,6 +1384,23 @@ mod tests {
     }
 
     #[test]
+    fn bodies_decode_the_same_whether_or_not_all_utf8() {
+        let usage = |b: &[u8]| {
+            json_of::<meter::UsageOnly>(b)
+                .ok()
+                .and_then(|v| meter::usage_of_body(Api::OpenAiChat, &v))
+        };
+        let clean = br#"{"x":"ok","usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let skipped_bad =
+            b"{\"x\":\"\xff\",\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}";
+        assert_eq!(usage(clean), usage(skipped_bad));
+        assert_eq!(usage(clean).unwrap().output, 2);
+        // A string the decoder reads must still be UTF-8.
+        assert!(json_of::<RequestHead>(b"{\"model\":\"\xff\"}").is_err());
+        assert!(json_of::<RequestHead>(br#"{"model":"m"}"#).is_ok());
+    }
+
+    #[test]
     fn include_usage_is_appended_without_touching_other_bytes() {
         let b = with_include_usage(br#"{"model":"m","stream":true,"messages":[]}  "#).unwrap();
         assert_eq!(
@@ -1329,7 +1423,8 @@ mod tests {
             base_url: "ftp://x".into(),
             api_key: "sk-secret".into(),
         };
-        assert!(target(&u, false).is_err());
+        let c = connector(&[]).unwrap();
+        assert!(target(&u, false, &c).is_err());
         assert!(!format!("{u:?}").contains("sk-secret"));
         let t = target(
             &Upstream {
@@ -1337,9 +1432,37 @@ mod tests {
                 api_key: "k".into(),
             },
             false,
+            &c,
         )
         .unwrap();
         assert_eq!(t.base, "https://api.openai.com");
         assert_eq!(t.key.to_str().unwrap(), "Bearer k");
+        assert_eq!(t.host, "api.openai.com");
+        assert_eq!(t.chat, "/v1/chat/completions");
+        // A base URL with a path keeps it before the endpoint's; a port
+        // that is not the scheme's default is part of Host.
+        let t = target(
+            &Upstream {
+                base_url: "http://127.0.0.1:8080/proxy/v1".into(),
+                api_key: "k".into(),
+            },
+            true,
+            &c,
+        )
+        .unwrap();
+        assert_eq!(t.host, "127.0.0.1:8080");
+        assert_eq!(t.messages, "/proxy/v1/messages");
+        assert_eq!(t.responses, "/proxy/v1/responses");
+        assert_eq!(t.key.to_str().unwrap(), "k");
+        let t = target(
+            &Upstream {
+                base_url: "https://api.anthropic.com:443".into(),
+                api_key: "k".into(),
+            },
+            true,
+            &c,
+        )
+        .unwrap();
+        assert_eq!(t.host, "api.anthropic.com");
     }
 }

@@ -2,6 +2,8 @@
 //! its raw bytes so it can be forwarded untouched) and read the `event:` and
 //! `data:` fields of one event. Pure functions over buffers, fuzzed.
 
+use std::borrow::Cow;
+
 /// Largest event held while waiting for its end. Past this the buffer is
 /// passed through raw (and the stream counted as malformed) rather than
 /// growing without bound.
@@ -11,7 +13,12 @@ pub const MAX_EVENT: usize = 4 * 1024 * 1024;
 #[derive(Debug, Default)]
 pub struct Splitter {
     buf: Vec<u8>,
-    /// How far `buf` has been searched for a boundary (resumes there).
+    /// Where the pending (not yet handed out) bytes of `buf` start. Handed
+    /// out events stay in `buf` until the next push, so taking an event
+    /// copies nothing.
+    start: usize,
+    /// How far the pending bytes have been searched for a boundary
+    /// (resumes there), relative to `start`.
     scanned: usize,
 }
 
@@ -56,52 +63,89 @@ fn boundary(buf: &[u8], from: usize) -> Option<usize> {
 
 impl Splitter {
     pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
-    /// The next complete event, raw bytes including its terminating blank line.
-    pub fn next_event(&mut self) -> Option<Vec<u8>> {
-        match boundary(&self.buf, self.scanned) {
+    /// Where the next complete event lies in [`Splitter::bytes`], raw
+    /// bytes including its terminating blank line. The range holds until
+    /// the next push.
+    pub fn next_range(&mut self) -> Option<std::ops::Range<usize>> {
+        let pending = &self.buf[self.start..];
+        match boundary(pending, self.scanned) {
             Some(end) => {
-                let rest = self.buf.split_off(end);
-                let ev = std::mem::replace(&mut self.buf, rest);
+                let r = self.start..self.start + end;
+                self.start += end;
                 self.scanned = 0;
-                Some(ev)
+                Some(r)
             }
             None => {
-                self.scanned = self.buf.len();
+                self.scanned = pending.len();
                 None
             }
         }
     }
 
+    /// The buffer that [`Splitter::next_range`]'s ranges index.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The next complete event, raw bytes including its terminating blank line.
+    pub fn next_event(&mut self) -> Option<Vec<u8>> {
+        self.next_range().map(|r| self.buf[r].to_vec())
+    }
+
     /// True when the pending partial event is larger than [`MAX_EVENT`].
     pub fn overflowing(&self) -> bool {
-        self.buf.len() > MAX_EVENT
+        self.pending() > MAX_EVENT
     }
 
     /// Take whatever is pending (the stream ended or overflowed).
     pub fn take_rest(&mut self) -> Vec<u8> {
+        let mut rest = std::mem::take(&mut self.buf);
+        rest.drain(..self.start);
+        self.start = 0;
         self.scanned = 0;
-        std::mem::take(&mut self.buf)
+        rest
     }
 
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
 
-/// The fields of one event that matter here.
+/// The fields of one event that matter here, borrowed from the raw event
+/// where they can be (valid UTF-8, one `data:` line).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Event {
-    pub event: Option<String>,
-    pub data: String,
+pub struct Event<'a> {
+    pub event: Option<Cow<'a, str>>,
+    pub data: Cow<'a, str>,
+}
+
+impl Event<'_> {
+    fn into_owned(self) -> Event<'static> {
+        Event {
+            event: self.event.map(|e| Cow::Owned(e.into_owned())),
+            data: Cow::Owned(self.data.into_owned()),
+        }
+    }
 }
 
 /// Parse one raw event. Lines starting with `:` are comments; `data:` lines
-/// are joined with `\n`; one space after the colon is dropped.
-pub fn parse_event(raw: &[u8]) -> Event {
-    let text = String::from_utf8_lossy(raw);
+/// are joined with `\n`; one space after the colon is dropped. Bytes that are
+/// not UTF-8 are read as U+FFFD.
+pub fn parse_event(raw: &[u8]) -> Event<'_> {
+    match std::str::from_utf8(raw) {
+        Ok(text) => parse_text(text),
+        Err(_) => parse_text(&String::from_utf8_lossy(raw)).into_owned(),
+    }
+}
+
+fn parse_text(text: &str) -> Event<'_> {
     let mut ev = Event::default();
     let mut first_data = true;
     for line in text.split(['\n', '\r']) {
@@ -113,12 +157,15 @@ pub fn parse_event(raw: &[u8]) -> Event {
             None => (line, ""),
         };
         match field {
-            "event" => ev.event = Some(value.to_string()),
+            "event" => ev.event = Some(Cow::Borrowed(value)),
             "data" => {
-                if !first_data {
-                    ev.data.push('\n');
+                if first_data {
+                    ev.data = Cow::Borrowed(value);
+                } else {
+                    let d = ev.data.to_mut();
+                    d.push('\n');
+                    d.push_str(value);
                 }
-                ev.data.push_str(value);
                 first_data = false;
             }
             _ => {}

@@ -57,6 +57,8 @@ pub struct Upstream_ {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Connections where a write failed because the gateway hung up.
     pub peer_gone: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
 }
 
 pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
@@ -67,9 +69,12 @@ pub fn upstream(handler: Handler) -> Upstream_ {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let gone = Arc::new(AtomicUsize::new(0));
     let (s2, g2) = (seen.clone(), gone.clone());
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c2 = conns.clone();
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(conn) = conn else { return };
+            c2.fetch_add(1, Ordering::SeqCst);
             let (seen, gone, handler) = (s2.clone(), g2.clone(), handler.clone());
             std::thread::spawn(move || serve_conn(conn, seen, gone, handler));
         }
@@ -78,6 +83,7 @@ pub fn upstream(handler: Handler) -> Upstream_ {
         addr,
         seen,
         peer_gone: gone,
+        conns,
     }
 }
 
