@@ -128,7 +128,10 @@ impl Catalog {
         let Value::Object(o) = v else {
             return Err(ApiError::bad(
                 "task",
-                format!("must be an object, found {}", kind(v)),
+                format!(
+                    "must be an object, found {}",
+                    runproof_task::model::json_kind(v)
+                ),
                 "send a SWE-bench task object (instance_id, base_commit, repo_path, test_cmd, FAIL_TO_PASS, ...)",
             ));
         };
@@ -178,17 +181,6 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     o
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Parses a body as one JSON object.
 pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
@@ -208,7 +200,10 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
         other => Err(ApiError::new(
             400,
             "malformed_json",
-            format!("request body must be a JSON object, found {}", kind(&other)),
+            format!(
+                "request body must be a JSON object, found {}",
+                runproof_task::model::json_kind(&other)
+            ),
             "send one JSON object",
         )),
     }
@@ -231,7 +226,10 @@ fn opt_string(o: &Map<String, Value>, prefix: &str, f: &str) -> Result<Option<St
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(v) => Err(ApiError::bad(
             &format!("{prefix}{f}"),
-            format!("must be a string, found {}", kind(v)),
+            format!(
+                "must be a string, found {}",
+                runproof_task::model::json_kind(v)
+            ),
             format!("send `{f}` as a JSON string"),
         )),
     }
@@ -336,7 +334,10 @@ pub fn verify_request(body: &[u8], cat: &Catalog) -> Result<JobSpec, ApiError> {
         Some(v) => {
             return Err(ApiError::bad(
                 "prediction",
-                format!("must be an object, found {}", kind(v)),
+                format!(
+                    "must be an object, found {}",
+                    runproof_task::model::json_kind(v)
+                ),
                 "send a SWE-bench prediction {instance_id, model_name_or_path, model_patch}",
             ));
         }
@@ -412,7 +413,10 @@ pub fn eval_request(body: &[u8], cat: &Catalog) -> Result<Vec<JobSpec>, ApiError
         Some(v) => {
             return Err(ApiError::bad(
                 "predictions",
-                format!("must be a list, found {}", kind(v)),
+                format!(
+                    "must be a list, found {}",
+                    runproof_task::model::json_kind(v)
+                ),
                 "send a JSON list of predictions",
             ));
         }
@@ -424,7 +428,10 @@ pub fn eval_request(body: &[u8], cat: &Catalog) -> Result<Vec<JobSpec>, ApiError
         let Value::Object(p) = p else {
             return Err(ApiError::bad(
                 &format!("predictions[{k}]"),
-                format!("must be an object, found {}", kind(p)),
+                format!(
+                    "must be an object, found {}",
+                    runproof_task::model::json_kind(p)
+                ),
                 "send each prediction as {instance_id, model_name_or_path, model_patch}",
             ));
         };

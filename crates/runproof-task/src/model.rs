@@ -189,7 +189,7 @@ fn objects(path: &Path, text: &str) -> Result<Vec<Located>, LoadError> {
         Value::Object(m) => Ok((line, m)),
         other => Err(Ctx { path, line }.err(
             None,
-            format!("expected a JSON object, found {}", kind(&other)),
+            format!("expected a JSON object, found {}", json_kind(&other)),
             "write one object per task/prediction",
         )),
     };
@@ -211,7 +211,7 @@ fn objects(path: &Path, text: &str) -> Result<Vec<Located>, LoadError> {
             None,
             format!(
                 "expected a JSON object, an array of objects or JSONL, found {}",
-                kind(&other)
+                json_kind(&other)
             ),
             "write one JSON object per line",
         )),
@@ -236,7 +236,8 @@ fn objects(path: &Path, text: &str) -> Result<Vec<Located>, LoadError> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, for error messages ("found a number").
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -252,7 +253,11 @@ fn req_str(c: &Ctx, o: &Map<String, Value>, f: &str, fix: &str) -> Result<String
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
         Some(Value::String(_)) => Err(c.err(Some(f), "is empty", fix)),
         None | Some(Value::Null) => Err(c.err(Some(f), "is missing", fix)),
-        Some(v) => Err(c.err(Some(f), format!("must be a string, found {}", kind(v)), fix)),
+        Some(v) => Err(c.err(
+            Some(f),
+            format!("must be a string, found {}", json_kind(v)),
+            fix,
+        )),
     }
 }
 
@@ -262,7 +267,7 @@ fn opt_str(c: &Ctx, o: &Map<String, Value>, f: &str) -> Result<Option<String>, L
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(v) => Err(c.err(
             Some(f),
-            format!("must be a string, found {}", kind(v)),
+            format!("must be a string, found {}", json_kind(v)),
             format!("write `{f}` as a JSON string, or leave it out"),
         )),
     }
@@ -285,7 +290,13 @@ fn test_list(
             _ => return Err(c.err(Some(f), "is a string that does not hold a JSON list", fix)),
         },
         Some(Value::Array(a)) => a.clone(),
-        Some(v) => return Err(c.err(Some(f), format!("must be a list, found {}", kind(v)), fix)),
+        Some(v) => {
+            return Err(c.err(
+                Some(f),
+                format!("must be a list, found {}", json_kind(v)),
+                fix,
+            ));
+        }
     };
     let mut out = Vec::with_capacity(list.len());
     for (i, v) in list.into_iter().enumerate() {
@@ -296,7 +307,7 @@ fn test_list(
                     Some(f),
                     format!(
                         "item {i} must be a non-empty string, found {}",
-                        kind(&other)
+                        json_kind(&other)
                     ),
                     fix,
                 ));
@@ -377,7 +388,7 @@ fn task_from(c: &Ctx, o: &Map<String, Value>, base_dir: &Path) -> Result<Task, L
                     other => {
                         return Err(c.err(
                             Some("setup"),
-                            format!("items must be strings, found {}", kind(other)),
+                            format!("items must be strings, found {}", json_kind(other)),
                             "write `setup` as a list of shell commands",
                         ));
                     }
@@ -388,7 +399,7 @@ fn task_from(c: &Ctx, o: &Map<String, Value>, base_dir: &Path) -> Result<Task, L
         Some(v) => {
             return Err(c.err(
                 Some("setup"),
-                format!("must be a string or a list, found {}", kind(v)),
+                format!("must be a string or a list, found {}", json_kind(v)),
                 "write `setup` as a list of shell commands",
             ));
         }
@@ -424,7 +435,7 @@ fn task_from(c: &Ctx, o: &Map<String, Value>, base_dir: &Path) -> Result<Task, L
         Some(v) => {
             return Err(c.err(
                 Some("timeout"),
-                format!("must be a number of seconds, found {}", kind(v)),
+                format!("must be a number of seconds, found {}", json_kind(v)),
                 "write e.g. \"timeout\": 600",
             ));
         }
@@ -455,7 +466,7 @@ fn task_from(c: &Ctx, o: &Map<String, Value>, base_dir: &Path) -> Result<Task, L
         Some(v) => {
             return Err(c.err(
                 Some("memory"),
-                format!("must be a size, found {}", kind(v)),
+                format!("must be a size, found {}", json_kind(v)),
                 "write e.g. \"memory\": \"2G\"",
             ));
         }
@@ -661,7 +672,7 @@ pub fn load_predictions(path: &Path) -> Result<Vec<Prediction>, LoadError> {
             Some(v) => {
                 return Err(c.err(
                     Some("model_name_or_path"),
-                    format!("must be a string, found {}", kind(v)),
+                    format!("must be a string, found {}", json_kind(v)),
                     "name the model or agent as a string",
                 ));
             }

@@ -247,21 +247,10 @@ pub fn tail(s: &str, max: usize) -> String {
     }
 }
 
-/// Escape for HTML text and attribute values.
+/// Escape for HTML text and attribute values (the dashboard's escaper;
+/// sizes are bounded where the report's data is collected).
 pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => o.push('\u{FFFD}'),
-            c => o.push(c),
-        }
-    }
-    o
+    runproof_server::dashboard::esc(s, usize::MAX)
 }
 
 /// An agent as the report shows it.
