@@ -107,7 +107,7 @@ pub struct RunArgs {
     /// spend more than USD without any change in the workspace (with
     /// --overlay: in the upper layer), watched from the host; `off` turns
     /// the check off. Default: loop.max_usd_without_change from the config,
-    /// else 0.50. The run is stopped only with loop.stop = true. Changes in
+    /// else 2.00. The run is stopped only with loop.stop = true. Changes in
     /// build output, dependencies, caches and version control (node_modules,
     /// target, .git, .venv, __pycache__, ...) do not count; --verbose shows
     /// what was watched.

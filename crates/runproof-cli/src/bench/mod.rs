@@ -76,7 +76,7 @@ network each run had.
 Runaway loops: a run that repeats the same model call (loop.threshold
 near-identical calls among its last loop.window, 6 of 20 by default) is
 stopped as a runaway loop, also when no upstream serves the calls; so is a
-run whose model calls spend more than loop.max_usd_without_change ($0.50 by
+run whose model calls spend more than loop.max_usd_without_change ($2.00 by
 default, --max-usd-without-change) without any change in its copy-on-write
 layer (watched from the host; changes under node_modules, target, .git,
 .venv, __pycache__ and other build, dependency and cache directories do not
@@ -139,7 +139,7 @@ pub struct BenchArgs {
     /// Stop a run as a runaway loop once its model calls spend more than
     /// USD without any change in its copy-on-write layer; `off` turns the
     /// check off (default: loop.max_usd_without_change from the config,
-    /// else 0.50; see below).
+    /// else 2.00; see below).
     #[arg(long, value_name = "USD|off")]
     max_usd_without_change: Option<crate::config::UsdLimit>,
     /// Require a model upstream: refuse to start when the host has no API
