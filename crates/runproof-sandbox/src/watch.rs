@@ -657,11 +657,15 @@ impl Tree {
                     }
                 }
             }
-            if self.handle(&evs) {
+            let changed = self.handle(&evs);
+            if changed {
                 self.st.changes += 1;
+            }
+            // The status first: whoever the change wakes reads it.
+            *shared.lock().unwrap_or_else(|e| e.into_inner()) = self.st.clone();
+            if changed {
                 on_change();
             }
-            *shared.lock().unwrap_or_else(|e| e.into_inner()) = self.st.clone();
         }
         *shared.lock().unwrap_or_else(|e| e.into_inner()) = self.st.clone();
     }
