@@ -214,6 +214,10 @@ impl Postgres {
                 "fsync=off",
                 "-c",
                 "max_connections=40",
+                // Shared memory segments in the data directory, so a killed
+                // test server leaves nothing in /dev/shm.
+                "-c",
+                "dynamic_shared_memory_type=mmap",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
