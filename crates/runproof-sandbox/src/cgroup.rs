@@ -470,6 +470,11 @@ impl Cgroup {
         )
     }
 
+    /// Whether CPU time can be read (v2 `cpu.stat` or v1 `cpuacct`).
+    pub fn accounts_cpu(&self) -> bool {
+        self.cpu.is_some()
+    }
+
     /// The version that holds the memory controller (peak memory's source).
     pub fn memory_version(&self) -> Option<CgroupVersion> {
         self.memory.as_ref().map(|(v, _)| *v)

@@ -747,9 +747,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     phases.mark("fork");
     let mut on_tick = spec.on_tick.take();
     if on_tick.is_some() {
-        let live = cg
-            .as_ref()
-            .map(|c| (c.placement(), c.stats().cpu_ns.is_some()));
+        let live = cg.as_ref().map(|c| (c.placement(), c.accounts_cpu()));
         layers.push(match live {
             Some((p, true)) => LayerStatus::new(
                 "accounting",
@@ -874,18 +872,24 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         if fds[1].revents != 0 {
             break;
         }
-        if let (Some(tick), Some(cg)) = (on_tick.as_mut(), &cg) {
-            tick(&cg.stats());
+        // One read of the cgroup's figures per turn, for the tick hook and
+        // the CPU limit alike.
+        let stats = cg
+            .as_ref()
+            .filter(|_| on_tick.is_some() || cpu_limit_ns.is_some())
+            .map(|c| c.stats());
+        if let (Some(tick), Some(st)) = (on_tick.as_mut(), &stats) {
+            tick(st);
         }
         if let Some(reason) = spec.stop.as_ref().and_then(|s| s.reason()) {
             stopped = Some(reason);
             sup.kill_all(cg.as_ref());
             break;
         }
-        if let (Some(limit), Some(cg)) = (cpu_limit_ns, &cg) {
-            if cg.stats().cpu_ns.is_some_and(|ns| ns > limit) {
+        if let (Some(limit), Some(st)) = (cpu_limit_ns, &stats) {
+            if st.cpu_ns.is_some_and(|ns| ns > limit) {
                 cpu_exceeded = true;
-                sup.kill_all(Some(cg));
+                sup.kill_all(cg.as_ref());
             }
         }
     }
