@@ -107,13 +107,7 @@ impl Support {
     /// Which hierarchy serves each controller, e.g. `memory cgroup v1, pids
     /// cgroup v1, cpu and kill cgroup v2`.
     pub fn placement(&self) -> String {
-        let name = |v: Option<CgroupVersion>| v.map_or("none".to_string(), |v| v.to_string());
-        let mut s = format!(
-            "memory {}, pids {}, cpu accounting {}",
-            name(self.memory()),
-            name(self.pids()),
-            name(self.cpu())
-        );
+        let mut s = placement_text(self.memory(), self.pids(), self.cpu());
         if self.v2_writable {
             s.push_str(", cgroup.kill v2");
         }
@@ -155,6 +149,21 @@ impl Support {
         }
         parts.join("; ")
     }
+}
+
+/// `memory cgroup v1, pids cgroup v1, cpu accounting cgroup v2`.
+fn placement_text(
+    memory: Option<CgroupVersion>,
+    pids: Option<CgroupVersion>,
+    cpu: Option<CgroupVersion>,
+) -> String {
+    let name = |v: Option<CgroupVersion>| v.map_or("none".to_string(), |v| v.to_string());
+    format!(
+        "memory {}, pids {}, cpu accounting {}",
+        name(memory),
+        name(pids),
+        name(cpu)
+    )
 }
 
 struct MountInfo {
@@ -458,16 +467,8 @@ impl Cgroup {
 
     /// Which hierarchy each controller went through, for the run report.
     pub fn placement(&self) -> String {
-        let name = |c: &Option<(CgroupVersion, PathBuf)>| {
-            c.as_ref()
-                .map_or("none".to_string(), |(v, _)| v.to_string())
-        };
-        format!(
-            "memory {}, pids {}, cpu accounting {}",
-            name(&self.memory),
-            name(&self.pids),
-            name(&self.cpu)
-        )
+        let v = |c: &Option<(CgroupVersion, PathBuf)>| c.as_ref().map(|(v, _)| *v);
+        placement_text(v(&self.memory), v(&self.pids), v(&self.cpu))
     }
 
     /// Whether CPU time can be read (v2 `cpu.stat` or v1 `cpuacct`).
