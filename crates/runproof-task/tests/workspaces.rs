@@ -5,7 +5,7 @@
 
 mod common;
 
-use runproof_task::{EnvCache, Harness, Outcome, PatchChoice, SandboxRunner, WorkspaceMode};
+use runproof_task::{EnvCache, Harness, Outcome, PatchChoice, SandboxRunner, Task, WorkspaceMode};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -283,25 +283,35 @@ fn overlay_and_copy_workspaces_show_the_same_tree() {
     }
 }
 
-/// Where an overlay cannot be mounted (here: a path overlayfs options cannot
-/// carry), `auto` copies and says why; `overlay` refuses with the fix.
-#[test]
-fn unusable_overlay_falls_back_to_copy_and_says_why() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = d.path().join("repo-f");
+/// A repository with one passing pytest test, and a task over it that runs
+/// `test_cmd` (the test is PASS_TO_PASS).
+fn passing_pytest_task(d: &Path, name: &str, test_cmd: &str) -> Task {
+    let repo = d.join(format!("repo-{name}"));
     let sha = common::repo(&repo, &[("test_a.py", "def test_ok():\n    assert True\n")]);
-    let t = common::task(
-        d.path(),
+    common::task(
+        d,
         json!({
-            "instance_id": "fallback",
+            "instance_id": name,
             "base_commit": sha,
             "repo_path": repo,
-            "test_cmd": "python3 -m pytest -rA -p no:cacheprovider",
+            "test_cmd": test_cmd,
             "test_format": "pytest",
             "timeout": 60,
             "FAIL_TO_PASS": [],
             "PASS_TO_PASS": ["test_a.py::test_ok"],
         }),
+    )
+}
+
+/// Where an overlay cannot be mounted (here: a path overlayfs options cannot
+/// carry), `auto` copies and says why; `overlay` refuses with the fix.
+#[test]
+fn unusable_overlay_falls_back_to_copy_and_says_why() {
+    let d = tempfile::tempdir().unwrap();
+    let t = passing_pytest_task(
+        d.path(),
+        "fallback",
+        "python3 -m pytest -rA -p no:cacheprovider",
     );
     let cache = d.path().join("cache");
     let out = d.path().join("out,1");
@@ -402,20 +412,10 @@ fn throwaway_workspaces_live_on_the_scratch_directory_and_are_removed() {
     // SAFETY: nextest runs each test in its own process; nothing else reads
     // the environment concurrently here.
     unsafe { std::env::set_var("RUNPROOF_SCRATCH", &scratch) };
-    let repo = d.path().join("repo-s");
-    let sha = common::repo(&repo, &[("test_a.py", "def test_ok():\n    assert True\n")]);
-    let t = common::task(
+    let t = passing_pytest_task(
         d.path(),
-        json!({
-            "instance_id": "scratch",
-            "base_commit": sha,
-            "repo_path": repo,
-            "test_cmd": "python3 -m pytest -rA -p no:cacheprovider && head -c 1000000 /dev/zero > big.out",
-            "test_format": "pytest",
-            "timeout": 60,
-            "FAIL_TO_PASS": [],
-            "PASS_TO_PASS": ["test_a.py::test_ok"],
-        }),
+        "scratch",
+        "python3 -m pytest -rA -p no:cacheprovider && head -c 1000000 /dev/zero > big.out",
     );
     let cache = d.path().join("cache");
     let out = d.path().join("out");
@@ -455,20 +455,10 @@ fn a_scratch_directory_others_can_enter_is_not_used() {
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755)).unwrap();
     // SAFETY: as above, one test per process.
     unsafe { std::env::set_var("RUNPROOF_SCRATCH", &scratch) };
-    let repo = d.path().join("repo-o");
-    let sha = common::repo(&repo, &[("test_a.py", "def test_ok():\n    assert True\n")]);
-    let t = common::task(
+    let t = passing_pytest_task(
         d.path(),
-        json!({
-            "instance_id": "open",
-            "base_commit": sha,
-            "repo_path": repo,
-            "test_cmd": "python3 -m pytest -rA -p no:cacheprovider",
-            "test_format": "pytest",
-            "timeout": 60,
-            "FAIL_TO_PASS": [],
-            "PASS_TO_PASS": ["test_a.py::test_ok"],
-        }),
+        "open",
+        "python3 -m pytest -rA -p no:cacheprovider",
     );
     let out = d.path().join("out");
     let r = harness(&d.path().join("cache"), WorkspaceMode::Auto).grade(
