@@ -5,13 +5,13 @@
 
 use runproof_task::model::{parse_task, task_to_json};
 use runproof_task::{
-    Harness, InstanceReport, PatchChoice, RunRequest, RunResult, RunnerError, Task, TestRunner,
+    Harness, InstanceReport, PatchChoice, RunRequest, RunResult, RunnerError, StopSignal, Task,
+    TestRunner,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Most bytes of the test log kept with a result (its tail).
 pub const MAX_LOG_TAIL: usize = 64 * 1024;
@@ -167,25 +167,27 @@ impl JobResult {
     }
 }
 
-/// Set by a cancel request; the job's runner refuses to start another
-/// command once it is set.
+/// Set by a cancel request: the job's test command that is running is
+/// stopped (with everything it started), and no other test command starts.
 #[derive(Debug, Default, Clone)]
-pub struct CancelFlag(Arc<AtomicBool>);
+pub struct CancelFlag(Arc<StopSignal>);
+
+const CANCELLED: &str = "the job was cancelled";
 
 impl CancelFlag {
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.stop(CANCELLED);
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.reason().is_some()
     }
 }
 
-/// The harness's runner with a cancel check before every test run. A
-/// command already running finishes (bounded by the task's timeout); no test
-/// run starts after the cancel. Environment builds (clone, `setup`) are not
-/// stopped: the environment is cached and shared with other jobs, and a
-/// refused setup command would be cached as a failed environment for all of
+/// The harness's runner, cancellable: a cancel stops the test run in
+/// progress (the sandbox's supervisor sees it within 200 ms) and refuses
+/// every later one. Environment builds (clone, `setup`) are neither stopped
+/// nor refused: the environment is cached and shared with other jobs, and a
+/// stopped setup command would be cached as a failed environment for all of
 /// them. Test runs are the requests with a report directory.
 struct Cancellable {
     inner: Arc<dyn TestRunner>,
@@ -200,10 +202,17 @@ impl TestRunner for Cancellable {
         self.inner.sandboxed()
     }
     fn run(&self, req: &RunRequest) -> Result<RunResult, RunnerError> {
-        if self.flag.is_cancelled() && req.report_dir.is_some() {
-            return Err(RunnerError::Other("the job was cancelled".into()));
+        if req.report_dir.is_none() {
+            return self.inner.run(req);
         }
-        self.inner.run(req)
+        if self.flag.is_cancelled() {
+            return Err(RunnerError::Other(CANCELLED.into()));
+        }
+        let req = RunRequest {
+            stop: Some(self.flag.0.clone()),
+            ..req.clone()
+        };
+        self.inner.run(&req)
     }
 }
 

@@ -5,9 +5,10 @@
 mod common;
 
 use common::{Server, examples, predictions, slow_task, task_object};
-use runproof_server::testing::request;
+use runproof_server::testing::{request, wait_for};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 #[test]
 fn jobs_and_eval_batches_are_graded_in_sandboxes_like_verify() {
@@ -457,8 +458,22 @@ fn a_token_is_required_when_configured_and_off_loopback() {
     }
 }
 
+/// Host processes whose command line is exactly `argv` (the sandbox's PID
+/// namespace hides nothing from the host's /proc).
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
 #[test]
-fn a_cancelled_running_job_starts_no_more_commands_and_keeps_no_result() {
+fn a_cancelled_running_job_is_stopped_starts_no_more_commands_and_keeps_no_result() {
     let ex = examples();
     let tasks = ex.join("tasks.jsonl").display().to_string();
     let s = Server::start(&["--tasks", &tasks, "--workers", "1"]);
@@ -469,22 +484,31 @@ fn a_cancelled_running_job_starts_no_more_commands_and_keeps_no_result() {
     );
     let id = r.json()["id"].as_str().unwrap().to_string();
     assert_eq!(s.wait_job(&id)["outcome"], "empty_patch");
-    // A failing patch with reruns: each rerun is a new test command, and
-    // the cancel stops the next one.
+    // A failing patch whose test command sleeps 97 s, with reruns: the
+    // cancel must stop the command that is running, not wait for it.
     let fails = predictions(&ex, "py-stats-1")
         .into_iter()
         .find(|p| p["model_name_or_path"] == "fails")
         .unwrap();
     let r = s.post(
         "/api/jobs",
-        &json!({"task": slow_task(&ex, "slow-2", 2), "model_patch": fails["model_patch"], "reruns": 5}),
+        &json!({"task": slow_task(&ex, "slow-2", 97), "model_patch": fails["model_patch"], "reruns": 5}),
     );
     let id = r.json()["id"].as_str().unwrap().to_string();
-    s.wait_state(&id, "running");
+    let sleeper = ["sleep", "97"];
+    wait_for("the job's test command", Duration::from_secs(120), || {
+        (!processes_running(&sleeper).is_empty()).then_some(())
+    });
     let c = s.post(&format!("/api/jobs/{id}/cancel"), &json!({}));
     assert_eq!(c.status, 200);
     assert_eq!(c.json()["state"], "cancelled");
-    // The one worker is free again once the next job is graded.
+    // Gone within seconds, with everything it started (not in 97 s).
+    wait_for(
+        "the cancelled command to be killed",
+        Duration::from_secs(10),
+        || processes_running(&sleeper).is_empty().then_some(()),
+    );
+    // The one worker is free again: the next job is graded.
     let r = s.post(
         "/api/jobs",
         &json!({"instance_id": "py-stats-1", "model_patch": fails["model_patch"]}),
@@ -495,6 +519,8 @@ fn a_cancelled_running_job_starts_no_more_commands_and_keeps_no_result() {
     assert_eq!(j["state"], "cancelled");
     assert_eq!(j["result"], Value::Null);
     assert_eq!(j["outcome"], Value::Null);
+    // No rerun started after the cancel.
+    assert!(processes_running(&sleeper).is_empty());
 }
 
 #[test]

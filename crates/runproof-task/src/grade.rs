@@ -555,6 +555,13 @@ impl Harness {
                 .as_bytes(),
             );
             let _ = std::fs::write(out.join("test_output.txt"), &log);
+            if let Some(why) = &r.stopped {
+                // Ended from outside (a cancel): no verdict on the patch.
+                return cx.finish(
+                    Outcome::HarnessError,
+                    Some(format!("test command stopped: {why}")),
+                );
+            }
             if r.timed_out {
                 return cx.finish(
                     Outcome::Timeout,

@@ -28,4 +28,6 @@ pub use grade::{Harness, InstanceReport, Outcome, PatchChoice};
 pub use model::{LoadError, Prediction, RepoSource, Task, load_predictions, load_tasks};
 pub use parse::{Status, TestFormat, TestResults};
 pub use runner::{CowRoot, DirectRunner, RunRequest, RunResult, RunnerError, TestRunner};
+/// What [`RunRequest::stop`] takes: a cross-thread request to end a run.
+pub use runproof_sandbox::StopSignal;
 pub use sandbox_runner::{NetworkAccess, SandboxRunner};

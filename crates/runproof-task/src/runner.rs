@@ -12,7 +12,9 @@ use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+
+use runproof_sandbox::StopSignal;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// Default cap on each of stdout and stderr kept from one run.
@@ -48,6 +50,9 @@ pub struct RunRequest {
     pub cow: Option<CowRoot>,
     /// Memory limit for the command and everything it starts, in bytes.
     pub memory: Option<u64>,
+    /// Ends the command and everything it started when signalled (checked
+    /// every 200 ms at most); the result then says `stopped`.
+    pub stop: Option<Arc<StopSignal>>,
 }
 
 /// The two layers of a copy-on-write workspace (see [`RunRequest::cow`]).
@@ -76,6 +81,7 @@ impl RunRequest {
             max_output: DEFAULT_MAX_OUTPUT,
             cow: None,
             memory: None,
+            stop: None,
         }
     }
 }
@@ -88,6 +94,8 @@ pub struct RunResult {
     /// Signal that ended it, if any.
     pub signal: Option<i32>,
     pub timed_out: bool,
+    /// Ended through [`RunRequest::stop`], with the reason given there.
+    pub stopped: Option<String>,
     /// Killed for exceeding its memory limit (runners that enforce one).
     pub oom: bool,
     pub stdout: Vec<u8>,
@@ -105,7 +113,7 @@ pub struct RunResult {
 
 impl RunResult {
     pub fn success(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out && !self.oom
+        self.exit_code == Some(0) && !self.timed_out && !self.oom && self.stopped.is_none()
     }
     /// stdout then stderr, for text parsers and logs.
     pub fn combined(&self) -> Vec<u8> {
@@ -121,6 +129,8 @@ impl RunResult {
     pub fn describe(&self) -> String {
         if self.timed_out {
             format!("timed out after {:.1}s", self.wall.as_secs_f64())
+        } else if let Some(why) = &self.stopped {
+            format!("stopped: {why}")
         } else if self.oom {
             "killed: out of memory".into()
         } else if let Some(c) = self.exit_code {
@@ -217,11 +227,17 @@ impl TestRunner for DirectRunner {
         let deadline = start + req.timeout;
         let mut nap = Duration::from_micros(200);
         let mut timed_out = false;
+        let mut stopped = None;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break Some(st),
                 Ok(None) => {}
                 Err(_) => break None,
+            }
+            if let Some(why) = req.stop.as_ref().and_then(|s| s.reason()) {
+                stopped = Some(why);
+                kill_group(pgid);
+                break child.wait().ok();
             }
             let now = Instant::now();
             if now >= deadline {
@@ -248,6 +264,7 @@ impl TestRunner for DirectRunner {
             exit_code: status.and_then(|s| s.code()),
             signal: status.and_then(|s| s.signal()),
             timed_out,
+            stopped,
             oom: false,
             stdout,
             stderr,
@@ -434,6 +451,33 @@ mod tests {
             std::fs::read_to_string(&p).unwrap(),
             "",
             "grandchild survived the timeout"
+        );
+    }
+
+    #[test]
+    fn a_stop_kills_the_whole_group_and_says_why() {
+        let marker = tempfile::NamedTempFile::new().unwrap();
+        let p = marker.path().to_string_lossy().into_owned();
+        let cmd = format!("(sleep 1.5; echo late > '{p}') & sleep 30");
+        let mut rq = req(&cmd, 60_000);
+        let stop = Arc::new(StopSignal::default());
+        rq.stop = Some(stop.clone());
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            stop.stop("the job was cancelled");
+        });
+        let t = Instant::now();
+        let r = DirectRunner.run(&rq).unwrap();
+        stopper.join().unwrap();
+        assert_eq!(r.stopped.as_deref(), Some("the job was cancelled"));
+        assert!(!r.timed_out && !r.success());
+        assert_eq!(r.describe(), "stopped: the job was cancelled");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1800));
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "",
+            "grandchild survived the stop"
         );
     }
 

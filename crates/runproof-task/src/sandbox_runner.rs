@@ -114,6 +114,7 @@ impl TestRunner for SandboxRunner {
         spec.overlay = req.cow.as_ref().map(|c| c.upper.clone());
         // Each instance's upper layer is fresh and deleted after grading.
         spec.overlay_volatile = req.cow.is_some();
+        spec.stop = req.stop.clone();
         // The harness builds the environment from an allowlist; credentials
         // are refused here as well, whatever the harness passed.
         for (k, v) in &req.env {
@@ -178,6 +179,7 @@ impl TestRunner for SandboxRunner {
             exit_code: x.code,
             signal: x.signal,
             timed_out: x.timed_out,
+            stopped: x.stopped.clone(),
             oom: x.oom_killed,
             stdout,
             stderr,
