@@ -322,20 +322,32 @@ fn mount(
 }
 
 /// Create `path` and its missing parents as directories (mode 0755), or, when
-/// `dir` is false, the parents and an empty file.
+/// `dir` is false, the parents and an empty file. The plan mounts parents
+/// first, so the parents usually exist: the path itself is tried first and
+/// the parents made only when that fails with ENOENT (one syscall per mount
+/// point instead of one per path component).
 fn make_mount_point(path: &CString, dir: bool) -> Result<(), StepError> {
-    let bytes = path.as_bytes();
-    for (i, &b) in bytes.iter().enumerate().skip(1) {
-        if b == b'/' {
-            let parent = CString::new(&bytes[..i]).unwrap();
-            // SAFETY: valid C string.
-            unsafe { libc::mkdir(parent.as_ptr(), 0o755) };
+    if create(path, dir) == Some(libc::ENOENT) {
+        let bytes = path.as_bytes();
+        for (i, &b) in bytes.iter().enumerate().skip(1) {
+            if b == b'/' {
+                let parent = CString::new(&bytes[..i]).unwrap();
+                // SAFETY: valid C string.
+                unsafe { libc::mkdir(parent.as_ptr(), 0o755) };
+            }
         }
+        create(path, dir);
     }
-    // SAFETY: valid C strings; errors other than EEXIST surface at mount.
-    unsafe {
+    // Errors other than ENOENT (EEXIST above all) surface at the mount.
+    Ok(())
+}
+
+/// Make one directory or empty file; the errno when that failed.
+fn create(path: &CString, dir: bool) -> Option<libc::c_int> {
+    // SAFETY: valid C string; the descriptor is closed at once.
+    let ok = unsafe {
         if dir {
-            libc::mkdir(path.as_ptr(), 0o755);
+            libc::mkdir(path.as_ptr(), 0o755) == 0
         } else {
             let fd = libc::open(
                 path.as_ptr(),
@@ -345,9 +357,10 @@ fn make_mount_point(path: &CString, dir: bool) -> Result<(), StepError> {
             if fd >= 0 {
                 libc::close(fd);
             }
+            fd >= 0
         }
-    }
-    Ok(())
+    };
+    (!ok).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }
 
 #[repr(C)]
