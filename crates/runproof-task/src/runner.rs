@@ -12,10 +12,10 @@ use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-
-use runproof_sandbox::StopSignal;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
+
+use runproof_sandbox::StopSignal;
 
 /// Default cap on each of stdout and stderr kept from one run.
 pub const DEFAULT_MAX_OUTPUT: usize = 32 * 1024 * 1024;
