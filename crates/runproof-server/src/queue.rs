@@ -274,6 +274,31 @@ pub async fn store_result(
     Ok(s)
 }
 
+/// The next batch of up to `max` messages, waiting at most 5 s for them
+/// (an empty batch then). A failed fetch is reported as `what: error` and
+/// retried after a second, forever: the server is expected to come back.
+async fn next_batch(
+    consumer: &PullConsumer,
+    max: usize,
+    what: &str,
+) -> async_nats::jetstream::consumer::pull::Batch {
+    loop {
+        let batch = consumer
+            .fetch()
+            .max_messages(max)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await;
+        match batch {
+            Ok(b) => return b,
+            Err(e) => {
+                eprintln!("{what}: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// The server's loop over worker events: started attempts and results,
 /// each written to the store before it is acked. Runs until the process
 /// ends; reconnects are the client's.
@@ -288,20 +313,7 @@ pub async fn consume_events(q: Arc<Queue>, store: Store, hook: Option<ResultHook
         }
     };
     loop {
-        let batch = consumer
-            .fetch()
-            .max_messages(64)
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("runproof serve: fetching worker events: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+        let mut batch = next_batch(&consumer, 64, "runproof serve: fetching worker events").await;
         while let Some(m) = batch.next().await {
             let Ok(m) = m else { continue };
             let ok = handle_event(&store, &m, hook.as_ref()).await;
@@ -468,20 +480,7 @@ pub async fn run_worker(o: WorkerOptions) -> Result<(), QueueError> {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return Ok(());
         };
-        let batch = consumer
-            .fetch()
-            .max_messages(1)
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("runproof worker: fetching jobs: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+        let mut batch = next_batch(&consumer, 1, "runproof worker: fetching jobs").await;
         let Some(Ok(m)) = batch.next().await else {
             continue;
         };
