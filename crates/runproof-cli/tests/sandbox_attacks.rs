@@ -290,6 +290,26 @@ fn sandboxed_processes_start_inside_their_cgroups() {
     }
 }
 
+/// Stage A is kept off the supervisor's CPU while it builds the namespaces
+/// (so that the cgroups are made meanwhile); the sandbox must still get
+/// every CPU that runproof itself may use.
+#[test]
+fn sandboxed_processes_keep_every_cpu_runproof_has() {
+    let allowed = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status}"))
+    };
+    let host = allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let ws = Ws::new();
+    for _ in 0..3 {
+        let out = sandbox(ws.path(), &[], "cat /proc/self/status");
+        assert_eq!(allowed(&ok(&out)), host, "the sandbox lost CPUs");
+    }
+}
+
 #[test]
 fn memory_bomb_is_killed_with_137() {
     let ws = Ws::new();

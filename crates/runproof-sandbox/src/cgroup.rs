@@ -21,17 +21,21 @@
 //!   `clone3(CLONE_INTO_CGROUP)`, so it is never migrated. Where `clone3` is
 //!   refused (some container seccomp profiles answer ENOSYS), stage A
 //!   writes `0` (itself) to `cgroup.procs` instead, the slow path.
-//! - **v1**: stage A, single-threaded right after `fork`, writes `0` to the
-//!   v1 `tasks` file: moving the calling thread only needs no thread-group
-//!   lock, and for a single-threaded process the thread is the process.
+//! - **v1**: stage A, single-threaded, writes `0` to the v1 `tasks` file:
+//!   moving the calling thread only needs no thread-group lock, and for a
+//!   single-threaded process the thread is the process.
 //!
-//! The files and directories are opened by the supervisor (with its own
-//! credentials, which the kernel checks for an fd opened before the user
-//! namespace exists) and closed by stage A before anything else runs.
+//! The files and directories are opened by the supervisor, whose
+//! credentials the kernel checks for a write through them, and sent to
+//! stage A over the control socket. The supervisor makes the cgroups while
+//! stage A builds its namespaces (the two take about as long, and the
+//! machine has a second core); stage A waits for them before it forks, so
+//! every process of the sandbox starts inside. It closes the descriptors
+//! before anything else runs.
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -321,7 +325,8 @@ pub struct Cgroup {
 }
 
 /// Descriptors a sandbox's stage A uses to enter its cgroups (see the
-/// module documentation). Opened by the supervisor before `fork`.
+/// module documentation). Opened by the supervisor, which sends them to
+/// stage A over the control socket.
 #[derive(Debug, Default)]
 pub struct Entry {
     /// v1 `tasks` files: stage A writes `0` to each.
@@ -330,24 +335,6 @@ pub struct Entry {
     pub v2_dir: Option<OwnedFd>,
     /// The v2 `cgroup.procs`, for when `clone3` is refused.
     pub v2_procs: Option<OwnedFd>,
-}
-
-impl Entry {
-    pub(crate) fn raw(&self) -> EntryFds {
-        EntryFds {
-            v1_tasks: self.v1_tasks.iter().map(|f| f.as_raw_fd()).collect(),
-            v2_dir: self.v2_dir.as_ref().map(|f| f.as_raw_fd()),
-            v2_procs: self.v2_procs.as_ref().map(|f| f.as_raw_fd()),
-        }
-    }
-}
-
-/// [`Entry`] as plain descriptor numbers, for the forked children.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct EntryFds {
-    pub v1_tasks: Vec<RawFd>,
-    pub v2_dir: Option<RawFd>,
-    pub v2_procs: Option<RawFd>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! supervisor (host)
-//!   └─ stage A: joins its v1 cgroups (or v2 when clone3 is refused),
-//!      │        unshare(user, mount, pid, net, ipc, uts), map own uid/gid,
+//!   └─ stage A: unshare(user, mount, pid, net, ipc, uts), map own uid/gid,
+//!      │        receive the cgroups (made meanwhile by the supervisor), join
+//!      │        the v1 ones (v2 too when clone3 is refused),
 //!      │        fork (clone3 into the v2 cgroup); waits for init and exits with it
 //!      └─ init (PID 1): unshare(cgroup), mounts + pivot_root, hostname, loopback up,
 //!         │             listeners, pty; forks the command, reaps every orphan, forwards signals,
@@ -21,7 +22,7 @@
 use std::ffi::CString;
 use std::os::fd::RawFd;
 
-use crate::cgroup::EntryFds;
+use crate::cgroup::Entry;
 use crate::ipc::{self, tag};
 use crate::mounts::Compiled;
 use crate::report::exit;
@@ -42,11 +43,15 @@ pub(crate) struct ChildSpec {
     pub envp: Vec<CString>,
     /// (resource, soft, hard)
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    /// Set as well when the supervisor sends no cgroup: the per-process
+    /// stand-ins for the memory and process limits.
+    pub fallback_rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub landlock: crate::landlock_layer::Rules,
     pub seccomp: Vec<libc::sock_filter>,
     pub seccomp_listener: bool,
-    /// How to enter the sandbox's cgroups (empty: no cgroup).
-    pub cgroup: EntryFds,
+    /// The CPUs stage A gives back to itself before it forks the sandbox
+    /// (see [`place_apart`]); `None` when it was not moved.
+    pub cpus: Option<libc::cpu_set_t>,
 }
 
 fn fail(ctrl: RawFd, step: &str, err: &std::io::Error, code: i32) -> ! {
@@ -129,21 +134,124 @@ fn clone_into_cgroup(dir: RawFd) -> std::io::Result<libc::pid_t> {
     }
 }
 
+/// The supervisor's CPUs, when it has more than one: what stage A must
+/// end up with.
+pub(crate) fn cpus_to_restore() -> Option<libc::cpu_set_t> {
+    // SAFETY: an all-zero cpu_set_t is the empty set; the call fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a valid, writable cpu_set_t of `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } < 0 {
+        return None;
+    }
+    // SAFETY: CPU_COUNT reads the set.
+    (unsafe { libc::CPU_COUNT(&set) } > 1).then_some(set)
+}
+
+/// Supervisor side, right after the fork: keep stage A off the CPU the
+/// supervisor runs on, so that it builds the namespaces while the
+/// supervisor makes the cgroups. Left to itself the scheduler often queues
+/// a forked child behind its parent and the two steps run one after the
+/// other. Stage A restores `cpus` once it has the cgroups, before any
+/// sandboxed process exists. Best effort: a refusal only costs the overlap.
+pub(crate) fn place_apart(stage_a: libc::pid_t, cpus: &libc::cpu_set_t) {
+    // SAFETY: sched_getcpu has no arguments.
+    let here = unsafe { libc::sched_getcpu() };
+    let mut others = *cpus;
+    if here >= 0 {
+        // SAFETY: CPU_CLR on a local set, index checked by the macro.
+        unsafe { libc::CPU_CLR(here as usize, &mut others) };
+    }
+    // SAFETY: CPU_COUNT reads the set; sched_setaffinity reads `others`.
+    unsafe {
+        if libc::CPU_COUNT(&others) > 0 {
+            libc::sched_setaffinity(stage_a, std::mem::size_of_val(&others), &others);
+        }
+    }
+}
+
+/// At most this many v1 hierarchies (memory, pids, cpuacct) per sandbox.
+const MAX_V1: usize = 4;
+
+/// The cgroup descriptors as stage A received them.
+struct EntryFds {
+    v1_tasks: [RawFd; MAX_V1],
+    v1_count: usize,
+    v2_dir: Option<RawFd>,
+    v2_procs: Option<RawFd>,
+}
+
+impl EntryFds {
+    fn joined(&self) -> bool {
+        self.v1_count > 0 || self.v2_dir.is_some()
+    }
+}
+
+/// Supervisor side: hand stage A the descriptors to enter the sandbox's
+/// cgroups with (`None`: there is no cgroup; stage A goes on without).
+/// The payload counts them: v1 `tasks` files, v2 directory, v2
+/// `cgroup.procs`, in the order sent.
+pub(crate) fn send_entry(ctrl: RawFd, entry: Option<&Entry>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let Some(e) = entry else {
+        return ipc::send(ctrl, tag::ENTER, &[0, 0, 0], &[]);
+    };
+    if e.v1_tasks.len() > MAX_V1 {
+        return Err(std::io::Error::other("too many cgroup v1 hierarchies"));
+    }
+    let fds: Vec<RawFd> = e
+        .v1_tasks
+        .iter()
+        .chain(&e.v2_dir)
+        .chain(&e.v2_procs)
+        .map(|f| f.as_raw_fd())
+        .collect();
+    let counts = [
+        e.v1_tasks.len() as u8,
+        e.v2_dir.is_some() as u8,
+        e.v2_procs.is_some() as u8,
+    ];
+    ipc::send(ctrl, tag::ENTER, &counts, &fds)
+}
+
+/// Stage A side of [`send_entry`]: wait for the descriptors (allocating
+/// nothing unless the message is bad).
+fn recv_entry(ctrl: RawFd) -> std::io::Result<EntryFds> {
+    let mut buf = [0u8; 8];
+    let mut fds = [-1; MAX_V1 + 2];
+    let (n, got) = ipc::recv_into(ctrl, &mut buf, &mut fds)?;
+    let bad = |what: &str| {
+        close_all(&fds[..got]);
+        Err(std::io::Error::other(format!(
+            "malformed cgroup message from the supervisor: {what}"
+        )))
+    };
+    if n == 0 {
+        return bad("the supervisor is gone");
+    }
+    if n != 4 || buf[0] != tag::ENTER {
+        return bad("unexpected message");
+    }
+    let (v1, dir, procs) = (buf[1] as usize, buf[2] as usize, buf[3] as usize);
+    if v1 > MAX_V1 || dir > 1 || procs > 1 || v1 + dir + procs != got {
+        return bad("descriptor counts do not match");
+    }
+    let mut e = EntryFds {
+        v1_tasks: [-1; MAX_V1],
+        v1_count: v1,
+        v2_dir: (dir == 1).then_some(fds[v1]),
+        v2_procs: (procs == 1).then_some(fds[v1 + dir]),
+    };
+    e.v1_tasks[..v1].copy_from_slice(&fds[..v1]);
+    Ok(e)
+}
+
 /// Stage A. Called in the child right after `fork` in the supervisor.
 pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
     let ctrl = spec.ctrl;
     // Die with the supervisor.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    // Enter the cgroups while we still hold the host credentials and are
-    // single-threaded (see `cgroup`'s module documentation).
-    let cg = &spec.cgroup;
-    for &fd in &cg.v1_tasks {
-        if let Err(e) = write_fd(fd, b"0") {
-            fail(ctrl, "join cgroup v1 (write 0 to tasks)", &e, exit::SETUP);
-        }
-    }
-    close_all(&cg.v1_tasks);
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -167,7 +275,31 @@ pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
     if let Err(e) = write_file("/proc/self/gid_map", &format!("{0} {0} 1\n", spec.gid)) {
         fail(ctrl, "write gid_map", &e, exit::SETUP);
     }
-    let mut how: &[u8] = if cg.v1_tasks.is_empty() {
+    // The supervisor made the cgroups while we built the namespaces; nothing
+    // has forked yet, so every process of the sandbox starts inside them.
+    let cg = match recv_entry(ctrl) {
+        Ok(cg) => cg,
+        Err(e) => fail(ctrl, "receive the cgroups", &e, exit::SETUP),
+    };
+    // Writing to v1 `tasks` moves the calling thread only, which for us
+    // is the whole process (see `cgroup`'s module documentation). The
+    // kernel checks the credentials of the descriptor's opener, the
+    // supervisor.
+    for &fd in &cg.v1_tasks[..cg.v1_count] {
+        if let Err(e) = write_fd(fd, b"0") {
+            fail(ctrl, "join cgroup v1 (write 0 to tasks)", &e, exit::SETUP);
+        }
+    }
+    close_all(&cg.v1_tasks[..cg.v1_count]);
+    // The supervisor sent the cgroups after moving us (`place_apart`), so
+    // this undoes the move for good: the sandbox gets every CPU it had.
+    if let Some(cpus) = &spec.cpus {
+        // SAFETY: sched_setaffinity reads a valid cpu_set_t.
+        if unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(cpus), cpus) } < 0 {
+            fail(ctrl, "restore the CPU affinity", &last_err(), exit::SETUP);
+        }
+    }
+    let mut how: &[u8] = if cg.v1_count == 0 {
         b""
     } else {
         b"v1: stage A wrote itself to tasks"
@@ -175,7 +307,7 @@ pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
     let init = match cg.v2_dir {
         Some(dir) => match clone_into_cgroup(dir) {
             Ok(pid) => {
-                how = if cg.v1_tasks.is_empty() {
+                how = if cg.v1_count == 0 {
                     b"v2: init created in its cgroup by clone3(CLONE_INTO_CGROUP)"
                 } else {
                     b"v1: stage A wrote itself to tasks; v2: init created in its cgroup by clone3(CLONE_INTO_CGROUP)"
@@ -214,7 +346,7 @@ pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
     }
     close_all(cg.v2_dir.iter().chain(&cg.v2_procs));
     if init == 0 {
-        init_main(spec);
+        init_main(spec, cg.joined());
     }
     if !how.is_empty() {
         let _ = ipc::send(ctrl, tag::CGROUP, how, &[]);
@@ -240,7 +372,7 @@ pub(crate) fn stage_a(spec: &ChildSpec) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn init_main(spec: &ChildSpec) -> ! {
+fn init_main(spec: &ChildSpec, in_cgroup: bool) -> ! {
     let ctrl = spec.ctrl;
     // SAFETY: prctl with integer arguments. Die with stage A; keep our memory
     // and /proc entries away from the sandboxed processes.
@@ -315,7 +447,7 @@ fn init_main(spec: &ChildSpec) -> ! {
     if cmd == 0 {
         // SAFETY: restore the default mask for the command.
         unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
-        command_main(spec, pty_slave);
+        command_main(spec, pty_slave, in_cgroup);
     }
     if let Some(s) = pty_slave {
         // SAFETY: closing our copy of the slave.
@@ -464,7 +596,7 @@ fn open_pty() -> std::io::Result<(RawFd, RawFd)> {
     }
 }
 
-fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>) -> ! {
+fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>, in_cgroup: bool) -> ! {
     let ctrl = spec.ctrl;
     // SAFETY: process-attribute syscalls with plain arguments; each result
     // is checked.
@@ -494,7 +626,12 @@ fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>) -> ! {
         if libc::chdir(spec.cwd.as_ptr()) < 0 {
             fail(ctrl, "enter workspace", &last_err(), exit::SETUP);
         }
-        for &(res, soft, hard) in &spec.rlimits {
+        let fallback = if in_cgroup {
+            &[][..]
+        } else {
+            &spec.fallback_rlimits[..]
+        };
+        for &(res, soft, hard) in spec.rlimits.iter().chain(fallback) {
             let lim = libc::rlimit {
                 rlim_cur: soft,
                 rlim_max: hard,
@@ -622,4 +759,72 @@ fn drop_capabilities() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, OwnedFd};
+
+    fn devnull() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn inode(fd: RawFd) -> (u64, u64) {
+        // SAFETY: fstat into a local stat buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+        (st.st_dev, st.st_ino)
+    }
+
+    #[test]
+    fn the_cgroup_descriptors_arrive_in_order_and_counted() {
+        let (sup, a) = ipc::pair().unwrap();
+        let dir: OwnedFd = std::fs::File::open("/").unwrap().into();
+        let entry = Entry {
+            v1_tasks: vec![devnull(), devnull()],
+            v2_dir: Some(dir),
+            v2_procs: None,
+        };
+        send_entry(sup.as_raw_fd(), Some(&entry)).unwrap();
+        let got = recv_entry(a.as_raw_fd()).unwrap();
+        assert_eq!(got.v1_count, 2);
+        assert!(got.joined());
+        assert_eq!(got.v2_procs, None);
+        let root = inode(entry.v2_dir.as_ref().unwrap().as_raw_fd());
+        assert_eq!(
+            inode(got.v2_dir.unwrap()),
+            root,
+            "v2 dir is not the directory sent"
+        );
+        for &fd in &got.v1_tasks[..2] {
+            assert_eq!(inode(fd), inode(entry.v1_tasks[0].as_raw_fd()));
+        }
+        close_all(got.v1_tasks[..2].iter().chain(&got.v2_dir));
+
+        send_entry(sup.as_raw_fd(), None).unwrap();
+        let none = recv_entry(a.as_raw_fd()).unwrap();
+        assert!(!none.joined(), "no cgroup must read as none");
+    }
+
+    #[test]
+    fn a_malformed_or_missing_cgroup_message_is_refused() {
+        let (sup, a) = ipc::pair().unwrap();
+        // Counts that promise more descriptors than came.
+        let null = devnull();
+        ipc::send(sup.as_raw_fd(), tag::ENTER, &[2, 1, 0], &[null.as_raw_fd()]).unwrap();
+        let e = recv_entry(a.as_raw_fd())
+            .err()
+            .expect("counts mismatch accepted");
+        assert!(e.to_string().contains("counts"), "{e}");
+        // Another tag where the cgroups should be.
+        ipc::send(sup.as_raw_fd(), tag::READY, &[], &[]).unwrap();
+        assert!(recv_entry(a.as_raw_fd()).is_err());
+        // The supervisor gone before sending.
+        drop(sup);
+        let e = recv_entry(a.as_raw_fd())
+            .err()
+            .expect("end of stream accepted");
+        assert!(e.to_string().contains("gone"), "{e}");
+    }
 }

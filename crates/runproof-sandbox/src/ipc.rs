@@ -25,6 +25,9 @@ pub mod tag {
     pub const LISTENERS: u8 = b'L';
     /// The command's end: code (i32), signal (i32).
     pub const EXIT: u8 = b'X';
+    /// Supervisor to stage A: the descriptors to enter the sandbox's
+    /// cgroups with (see `child::send_entry`); none when there is no cgroup.
+    pub const ENTER: u8 = b'G';
 }
 
 pub const MAX_MSG: usize = 8192;
@@ -105,9 +108,11 @@ pub struct Msg {
     pub fds: Vec<OwnedFd>,
 }
 
-/// Receive one message; `Ok(None)` at end of stream.
-pub fn recv(sock: &impl AsRawFd) -> io::Result<Option<Msg>> {
-    let mut buf = vec![0u8; MAX_MSG];
+/// Receive one message into `buf` (tag byte first) and its descriptors
+/// into `fds`, without allocating: usable in forked children. Returns the
+/// bytes and descriptors received; 0 bytes is the end of the stream.
+/// Descriptors beyond `fds.len()` are closed.
+pub fn recv_into(sock: RawFd, buf: &mut [u8], fds: &mut [RawFd]) -> io::Result<(usize, usize)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -121,7 +126,7 @@ pub fn recv(sock: &impl AsRawFd) -> io::Result<Option<Msg>> {
     msg.msg_controllen = std::mem::size_of_val(&cmsg_buf);
     let n = loop {
         // SAFETY: msg points at live buffers.
-        let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let r = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if r >= 0 {
             break r as usize;
         }
@@ -130,7 +135,7 @@ pub fn recv(sock: &impl AsRawFd) -> io::Result<Option<Msg>> {
             return Err(e);
         }
     };
-    let mut fds = Vec::new();
+    let mut got = 0;
     // SAFETY: walking the control messages the kernel wrote into cmsg_buf.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
@@ -140,12 +145,31 @@ pub fn recv(sock: &impl AsRawFd) -> io::Result<Option<Msg>> {
                 let count =
                     ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
                 for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                    let fd = std::ptr::read_unaligned(data.add(i));
+                    if got < fds.len() {
+                        fds[got] = fd;
+                        got += 1;
+                    } else {
+                        libc::close(fd);
+                    }
                 }
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
+    Ok((n, got))
+}
+
+/// Receive one message; `Ok(None)` at end of stream.
+pub fn recv(sock: &impl AsRawFd) -> io::Result<Option<Msg>> {
+    let mut buf = vec![0u8; MAX_MSG];
+    let mut raw = [-1; 16];
+    let (n, got) = recv_into(sock.as_raw_fd(), &mut buf, &mut raw)?;
+    // SAFETY: the kernel just installed these descriptors for us.
+    let fds = raw[..got]
+        .iter()
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
     if n == 0 {
         return Ok(None);
     }

@@ -533,66 +533,9 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         },
     ));
 
-    // Limits.
+    // Limits. The cgroups are made after the fork, while stage A builds the
+    // namespaces; the rlimits must be known before it.
     phases.mark("plan");
-    let support = cgroup::detect();
-    let want_cg =
-        policy.limits.memory.is_some() || policy.limits.pids.is_some() || spec.on_tick.is_some();
-    let require_cg = policy.limits.require_cgroup.unwrap_or(false);
-    let cg = if want_cg {
-        match Cgroup::create(
-            &support,
-            CgroupLimits {
-                memory: policy.limits.memory.map(|m| m.0),
-                pids: policy.limits.pids,
-            },
-        ) {
-            Ok(cg) => {
-                layers.push(LayerStatus::new(
-                    "cgroup",
-                    LayerState::Enforced,
-                    format!(
-                        "{}; limits: memory {}, pids {}",
-                        cg.placement(),
-                        policy
-                            .limits
-                            .memory
-                            .map_or("unlimited".into(), |m| m.to_string()),
-                        policy
-                            .limits
-                            .pids
-                            .map_or("unlimited".into(), |p| p.to_string())
-                    ),
-                ));
-                Some(cg)
-            }
-            Err(e) if require_cg => {
-                return Err(SandboxError::Unsupported {
-                    what: "cgroup limits".into(),
-                    detail: format!("{e} ({})", support.describe()),
-                    hint: "run as root, or in a delegated cgroup v2 (`systemd-run --user --scope -p Delegate=yes runproof run ...`), or drop --memory/--pids".into(),
-                });
-            }
-            Err(e) => {
-                layers.push(LayerStatus::new(
-                    "cgroup",
-                    LayerState::Unavailable,
-                    format!(
-                        "{e}; falling back to per-process rlimits ({})",
-                        support.describe()
-                    ),
-                ));
-                None
-            }
-        }
-    } else {
-        layers.push(LayerStatus::new(
-            "cgroup",
-            LayerState::Off,
-            "no memory or process limit requested",
-        ));
-        None
-    };
     let mut rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)> = vec![(libc::RLIMIT_CORE, 0, 0)];
     let mut rl_desc = vec!["core 0".to_string()];
     if let Some(c) = policy.limits.cpu {
@@ -605,23 +548,19 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         rlimits.push((libc::RLIMIT_FSIZE, f.0, f.0));
         rl_desc.push(format!("file size {f}"));
     }
-    if cg.is_none() {
-        if let Some(m) = policy.limits.memory {
-            rlimits.push((libc::RLIMIT_AS, m.0, m.0));
-            rl_desc.push(format!("address space {m} per process"));
-        }
-        if let Some(p) = policy.limits.pids {
-            rlimits.push((libc::RLIMIT_NPROC, p, p));
-            rl_desc.push(format!(
-                "processes {p} for this user (not enforced for root)"
-            ));
-        }
+    // Stand-ins for the cgroup's limits, set only when no cgroup is made.
+    let mut fallback_rlimits = Vec::new();
+    let mut fallback_desc = Vec::new();
+    if let Some(m) = policy.limits.memory {
+        fallback_rlimits.push((libc::RLIMIT_AS, m.0, m.0));
+        fallback_desc.push(format!("address space {m} per process"));
     }
-    layers.push(LayerStatus::new(
-        "rlimits",
-        LayerState::Enforced,
-        rl_desc.join(", "),
-    ));
+    if let Some(p) = policy.limits.pids {
+        fallback_rlimits.push((libc::RLIMIT_NPROC, p, p));
+        fallback_desc.push(format!(
+            "processes {p} for this user (not enforced for root)"
+        ));
+    }
 
     // Environment.
     let (mut env, refused_env) = crate::env::build(&env_map(), &policy.env)?;
@@ -661,6 +600,8 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         });
     }
     let filter = seccomp::build(seccomp::FilterOptions { notify: notify_on });
+    // The cgroup and rlimit layers go here once the cgroups exist.
+    let limits_layer_at = layers.len();
     layers.push(LayerStatus::new(
         "seccomp",
         LayerState::Enforced,
@@ -688,12 +629,6 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     };
 
     let (sup_sock, child_sock) = ipc::pair().map_err(|e| SandboxError::io("socketpair", e))?;
-    let cg_entry = match &cg {
-        Some(c) => c
-            .entry()
-            .map_err(|e| SandboxError::io("open the sandbox's cgroups", e))?,
-        None => cgroup::Entry::default(),
-    };
     let hostname = CString::new("runproof").unwrap();
     let cspec = ChildSpec {
         ctrl: child_sock.as_raw_fd(),
@@ -714,13 +649,13 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         argv,
         envp,
         rlimits,
+        fallback_rlimits,
         landlock: prepared.landlock.clone(),
         seccomp: filter,
         seccomp_listener: notify_on,
-        cgroup: cg_entry.raw(),
+        cpus: child::cpus_to_restore(),
     };
 
-    phases.mark("cgroup create");
     // SAFETY: fork; the child only runs `stage_a`, which never returns.
     let pid_a = unsafe { libc::fork() };
     if pid_a < 0 {
@@ -729,9 +664,11 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     if pid_a == 0 {
         child::stage_a(&cspec);
     }
+    if let Some(cpus) = &cspec.cpus {
+        child::place_apart(pid_a, cpus);
+    }
     drop(child_sock);
     drop(stdio_fds);
-    drop(cg_entry);
     let guard_a = KillOnDrop(pid_a);
     // SAFETY: pidfd_open on our own child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid_a, 0) } as RawFd;
@@ -745,6 +682,34 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
 
     phases.mark("fork");
+    // The cgroups, while stage A unshares (on the other core, given one).
+    let mut limit_layers = Vec::with_capacity(2);
+    let (cg, cg_layer) = limit_cgroup(&policy, spec.on_tick.is_some())?;
+    limit_layers.push(cg_layer);
+    if cg.is_none() {
+        rl_desc.extend(fallback_desc);
+    }
+    limit_layers.push(LayerStatus::new(
+        "rlimits",
+        LayerState::Enforced,
+        rl_desc.join(", "),
+    ));
+    layers.splice(limits_layer_at..limits_layer_at, limit_layers);
+    let entry = match &cg {
+        Some(c) => Some(
+            c.entry()
+                .map_err(|e| SandboxError::io("open the sandbox's cgroups", e))?,
+        ),
+        None => None,
+    };
+    if let Err(e) = child::send_entry(sup_sock.as_raw_fd(), entry.as_ref()) {
+        // A stage A that is already gone said why; the loop below reads it.
+        if e.raw_os_error() != Some(libc::EPIPE) {
+            return Err(SandboxError::io("hand the cgroups to the sandbox", e));
+        }
+    }
+    drop(entry);
+    phases.mark("cgroup create");
     let mut on_tick = spec.on_tick.take();
     if on_tick.is_some() {
         let live = cg.as_ref().map(|c| (c.placement(), c.accounts_cpu()));
@@ -1101,6 +1066,52 @@ pub fn userns_hint() -> String {
         return "user namespaces are disabled: `sudo sysctl user.max_user_namespaces=15000`".into();
     }
     "user namespaces are refused here (inside a container without CAP_SYS_ADMIN or a seccomp profile that blocks unshare?); run on the host or allow unshare(CLONE_NEWUSER)".into()
+}
+
+/// The sandbox's cgroups for the policy's memory and process limits (and
+/// for live figures when `live_stats`), with the layer report. No cgroup
+/// is an error only when the policy requires one.
+fn limit_cgroup(
+    policy: &Policy,
+    live_stats: bool,
+) -> Result<(Option<Cgroup>, LayerStatus), SandboxError> {
+    let limits = &policy.limits;
+    if limits.memory.is_none() && limits.pids.is_none() && !live_stats {
+        let off = LayerStatus::new(
+            "cgroup",
+            LayerState::Off,
+            "no memory or process limit requested",
+        );
+        return Ok((None, off));
+    }
+    let support = cgroup::detect();
+    let wanted = CgroupLimits {
+        memory: limits.memory.map(|m| m.0),
+        pids: limits.pids,
+    };
+    match Cgroup::create(&support, wanted) {
+        Ok(cg) => {
+            let detail = format!(
+                "{}; limits: memory {}, pids {}",
+                cg.placement(),
+                limits.memory.map_or("unlimited".into(), |m| m.to_string()),
+                limits.pids.map_or("unlimited".into(), |p| p.to_string())
+            );
+            Ok((Some(cg), LayerStatus::new("cgroup", LayerState::Enforced, detail)))
+        }
+        Err(e) if limits.require_cgroup.unwrap_or(false) => Err(SandboxError::Unsupported {
+            what: "cgroup limits".into(),
+            detail: format!("{e} ({})", support.describe()),
+            hint: "run as root, or in a delegated cgroup v2 (`systemd-run --user --scope -p Delegate=yes runproof run ...`), or drop --memory/--pids".into(),
+        }),
+        Err(e) => {
+            let detail = format!(
+                "{e}; falling back to per-process rlimits ({})",
+                support.describe()
+            );
+            Ok((None, LayerStatus::new("cgroup", LayerState::Unavailable, detail)))
+        }
+    }
 }
 
 struct KillOnDrop(i32);
