@@ -36,13 +36,55 @@ Other commands: 0 success, 1 failure found (scan, verify), 2 usage or input erro
     after_help = EXIT_CODES
 )]
 struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(clap::Args)]
+struct Globals {
     /// Settings file (gateway upstreams and keys, prices, compute prices,
     /// budget, loop policy, ledger, hourly rate). Default: $RUNPROOF_CONFIG,
     /// else ~/.config/runproof/runproof.toml; never a file in the project.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+}
+
+/// `runproof run ...` with only the `run` subcommand built. clap builds
+/// every subcommand's arguments before it parses, which was half a
+/// millisecond of each sandbox's start-up. Whatever this parser does not
+/// take as a run (help, version, any error) goes to the full [`Cli`],
+/// which parses it again and has the last word on the message.
+#[derive(Parser)]
+#[command(name = "runproof")]
+struct RunOnly {
+    #[command(flatten)]
+    globals: Globals,
     #[command(subcommand)]
-    command: Command,
+    command: RunCommand,
+}
+
+#[derive(Subcommand)]
+enum RunCommand {
+    Run(Box<cmd_run::RunArgs>),
+}
+
+fn parse() -> Cli {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
+        if let Ok(RunOnly {
+            globals,
+            command: RunCommand::Run(args),
+        }) = RunOnly::try_parse()
+        {
+            return Cli {
+                globals,
+                command: Command::Run(args),
+            };
+        }
+    }
+    Cli::parse()
 }
 
 #[derive(Subcommand)]
@@ -114,8 +156,8 @@ pub(crate) static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::
 
 fn main() -> ExitCode {
     STARTED.get_or_init(std::time::Instant::now);
-    let cli = Cli::parse();
-    let config = cli.config.as_deref();
+    let cli = parse();
+    let config = cli.globals.config.as_deref();
     match cli.command {
         Command::Run(args) => cmd_run::run(*args, config),
         Command::Doctor(args) => cmd_run::doctor(args, config),

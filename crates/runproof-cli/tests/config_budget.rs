@@ -233,6 +233,55 @@ fn bad_config_files_are_errors_naming_file_key_and_fix() {
     assert!(stderr(&o).contains("/nonexistent/runproof.toml"));
 }
 
+/// `run` is parsed by a parser of its own (the fast path); `--config` must
+/// still work on either side of the subcommand, and help and errors must be
+/// those of the full command line.
+#[test]
+fn run_takes_config_before_or_after_the_subcommand_and_keeps_the_full_help() {
+    let host = Host::new();
+    let ws = Ws::new();
+    let bad = host.file("bad.toml", "budget_usd = \"lots\"\n");
+    let bad = bad.to_str().unwrap();
+    let w = ws.path().to_str().unwrap();
+    let orders: [&[&str]; 2] = [
+        &[
+            "--config",
+            bad,
+            "run",
+            "--workspace",
+            w,
+            "--gateway",
+            "--",
+            "/bin/true",
+        ],
+        &[
+            "run",
+            "--config",
+            bad,
+            "--workspace",
+            w,
+            "--gateway",
+            "--",
+            "/bin/true",
+        ],
+    ];
+    for args in orders {
+        let o = host.runproof(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("bad.toml"), "{args:?}: {}", stderr(&o));
+    }
+    let o = host.runproof(&["run", "--help"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("Usage: runproof run") && help.contains("137    the memory limit"),
+        "{help}"
+    );
+    let o = host.runproof(&["run", "--no-such-flag"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--no-such-flag"), "{}", stderr(&o));
+}
+
 /// Spin the CPU until the budget stops the run. The safety net is the
 /// sandbox's --timeout; the test asserts it was not what ended the run.
 const BURN: &str = "while :; do :; done";

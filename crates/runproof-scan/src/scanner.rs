@@ -527,11 +527,6 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Report, ScanError> {
             path: root.to_path_buf(),
             source: e,
         })?;
-        let threads = if opts.threads == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            opts.threads
-        };
         // The root on this thread first: a small tree (a pre-run scan of a
         // fresh workspace) then costs no thread start-up at all.
         let mut first = Worker::default();
@@ -542,7 +537,14 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> Result<Report, ScanError> {
             cv: Condvar::new(),
             opts,
         };
+        // (available_parallelism reads the cgroup's CPU quota: only when
+        // there is more than one directory to share out.)
         let extra = if shared.q.lock().map_or(0, |q| q.jobs.len()) > 1 {
+            let threads = if opts.threads == 0 {
+                std::thread::available_parallelism().map_or(2, |n| n.get())
+            } else {
+                opts.threads
+            };
             threads.max(1) - 1
         } else {
             0
