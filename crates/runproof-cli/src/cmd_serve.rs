@@ -43,7 +43,14 @@ pub fn serve(mut a: ServeArgs, config: Option<&Path>) -> ExitCode {
         };
         Arc::new(f) as runproof_server::queue::ResultHook
     });
-    match runproof_server::cli::serve(&a, hook) {
+    let network = match crate::task_net::network(&a.net) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("runproof serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runproof_server::cli::serve(&a, hook, network) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("runproof serve: {e}");
@@ -53,7 +60,14 @@ pub fn serve(mut a: ServeArgs, config: Option<&Path>) -> ExitCode {
 }
 
 pub fn worker(a: &WorkerArgs) -> ExitCode {
-    match runproof_server::cli::worker(a) {
+    let network = match crate::task_net::network(&a.net) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("runproof worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runproof_server::cli::worker(a, network) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("runproof worker: {e}");

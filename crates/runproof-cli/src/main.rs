@@ -320,25 +320,10 @@ fn integrity(result: Result<u8, runproof_integrity::error::Error>) -> ExitCode {
 fn task_runner(
     c: &runproof_task::cli::CommonArgs,
 ) -> Result<std::sync::Arc<dyn runproof_task::TestRunner>, ExitCode> {
-    let network = if c.allow.is_empty() {
-        if !c.allow_address.is_empty() {
-            eprintln!(
-                "runproof: --allow-address needs --allow HOST (the hosts the proxy may reach)"
-            );
-            return Err(ExitCode::from(2));
-        }
-        None
-    } else {
-        match task_net::ProxyAccess::new(&c.allow, &c.allow_address) {
-            Ok(p) => {
-                Some(std::sync::Arc::new(p) as std::sync::Arc<dyn runproof_task::NetworkAccess>)
-            }
-            Err(e) => {
-                eprintln!("runproof: {e}");
-                return Err(ExitCode::from(2));
-            }
-        }
-    };
+    let network = task_net::network(&c.net).map_err(|e| {
+        eprintln!("runproof: {e}");
+        ExitCode::from(2)
+    })?;
     Ok(std::sync::Arc::new(runproof_task::SandboxRunner {
         network,
         ..Default::default()

@@ -1,4 +1,5 @@
-//! Network for `verify`, `eval` and `task validate`: a task's `repo_url` is
+//! Network for `verify`, `eval`, `task validate`, `serve` and `worker`: a
+//! task's `repo_url` is
 //! cloned, and its `setup` runs, in a sandbox whose only way out is
 //! runproof's egress proxy with the allowlist from `--allow` (and the
 //! private addresses named with `--allow-address`). The host never fetches
@@ -11,6 +12,23 @@ use runproof_sandbox::RunSpec;
 use runproof_sandbox::policy::NetworkMode;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+/// The network that `--allow` and `--allow-address` ask for: `None`
+/// without `--allow` (grading gets no network).
+pub fn network(
+    net: &runproof_task::cli::NetArgs,
+) -> Result<Option<Arc<dyn runproof_task::NetworkAccess>>, String> {
+    if net.allow.is_empty() {
+        if !net.allow_address.is_empty() {
+            return Err(
+                "--allow-address needs --allow HOST (the hosts the proxy may reach)".into(),
+            );
+        }
+        return Ok(None);
+    }
+    let p = ProxyAccess::new(&net.allow, &net.allow_address)?;
+    Ok(Some(Arc::new(p)))
+}
 
 /// The egress proxy as the verifier's [`runproof_task::NetworkAccess`].
 #[derive(Debug)]

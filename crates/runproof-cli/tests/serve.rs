@@ -4,6 +4,8 @@
 //! another worker after the ack wait) while a live worker's long job is kept
 //! alive by progress acks; no server starts unauthenticated off loopback.
 
+mod common;
+
 use runproof_server::testing::{Nats, request, wait_for};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -344,4 +346,98 @@ fn verdicts_of_served_jobs_are_recorded_once_in_the_ledger_and_shown_as_costs() 
     assert_eq!(c["verified_fixes"], 2, "{c}");
     let html = request(addr, "GET", "/", &[], None).unwrap().text();
     assert!(html.contains("<td>resolves</td>"), "{html}");
+}
+
+/// An inline task with a `repo_url`: refused at submission, with the rule
+/// to add, by a server started without a network policy for it; cloned
+/// inside the sandbox through the egress proxy and graded by one started
+/// with `--allow`. A `--tasks` file such a server could never grade stops it
+/// at start, and `worker` checks the same flags.
+#[test]
+fn repo_url_tasks_are_cloned_through_the_proxy_or_refused_when_submitted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = common::git::repo(tmp.path());
+    let srv = common::git::git_server(tmp.path(), &r.dir);
+    let url = format!("http://127.0.0.2:{}/r.git", srv.port);
+    let task = json!({
+        "instance_id": "remote",
+        "base_commit": r.base,
+        "repo_url": url,
+        "test_patch": r.test_patch,
+        "test_cmd": "python3 -m pytest -rA -p no:cacheprovider",
+        "test_format": "pytest",
+        "timeout": 60,
+        "FAIL_TO_PASS": ["test_m.py::test_neg"],
+        "PASS_TO_PASS": ["test_m.py::test_double"],
+    });
+    let fix = "--- a/m.py\n+++ b/m.py\n@@ -1,2 +1,2 @@\n def double(x):\n-    return x + x\n+    return 2 * x\n";
+    let body = json!({"task": task, "model_patch": fix, "model_name_or_path": "gold"});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let json_type = [("Content-Type", "application/json")];
+
+    {
+        let (_p, addr) = serve(tmp.path(), &["--workers", "1"]);
+        let resp = request(addr, "POST", "/api/jobs", &json_type, Some(&bytes)).unwrap();
+        assert_eq!(resp.status, 422, "{}", resp.text());
+        let e = &resp.json()["error"];
+        assert_eq!(e["code"], "repo_url_not_allowed", "{e}");
+        assert_eq!(e["field"], "task.repo_url", "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("--allow HOST"),
+            "{e}"
+        );
+        let l = request(addr, "GET", "/api/jobs", &[], None).unwrap().json();
+        assert_eq!(l["total"], 0, "a refused job must not be stored: {l}");
+    }
+    assert!(
+        srv.log.lock().unwrap().is_empty(),
+        "fetched without a policy"
+    );
+
+    // The same refusal for a task file, when the server starts.
+    let f = tmp.path().join("remote.json");
+    std::fs::write(&f, task.to_string()).unwrap();
+    let o = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-ledger", "--tasks"])
+        .arg(&f)
+        .arg("--db")
+        .arg(tmp.path().join("other.sqlite"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("instance `remote`") && e.contains("--allow"),
+        "{e}"
+    );
+
+    let (_p, addr) = serve(
+        tmp.path(),
+        &[
+            "--workers",
+            "1",
+            "--allow",
+            "127.0.0.2",
+            "--allow-address",
+            "127.0.0.2",
+        ],
+    );
+    let id = post(addr, "/api/jobs", &body)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let j = wait_state(addr, &id, "done");
+    assert_eq!(j["outcome"], "resolved", "{j}");
+    let log = srv.log.lock().unwrap().join("\n");
+    assert!(log.contains("GET /r.git/info/refs"), "{log}");
+
+    // `worker` takes the same flags and checks them before connecting.
+    let o = Command::new(bin())
+        .args(["worker", "--nats", "nats://127.0.0.1:1"])
+        .args(["--allow-address", "127.0.0.2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--allow-address needs --allow"), "{e}");
 }

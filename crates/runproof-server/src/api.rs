@@ -4,11 +4,12 @@
 
 use crate::job::JobSpec;
 use runproof_task::model::{LoadError, MAX_PATCH_BYTES, parse_task};
-use runproof_task::{RepoSource, Task};
+use runproof_task::{RepoSource, Task, TestRunner};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Most predictions in one eval batch.
 pub const MAX_BATCH: usize = 10_000;
@@ -57,12 +58,26 @@ impl ApiError {
 
 /// The tasks this server grades by instance id, and where inline tasks'
 /// repositories may live.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Catalog {
     pub tasks: BTreeMap<String, Task>,
     /// Inline tasks' `repo_path` must resolve inside one of these (absolute,
     /// canonical). The first is the base for relative paths.
     pub repo_roots: Vec<PathBuf>,
+    /// The runner that grades here: a `repo_url` its network policy would
+    /// not reach is refused when the job is submitted, not when it runs.
+    /// `None`: URLs are not checked here (the runner still refuses them).
+    pub runner: Option<Arc<dyn TestRunner>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("tasks", &self.tasks.len())
+            .field("repo_roots", &self.repo_roots)
+            .field("runner", &self.runner.as_ref().map(|r| r.name()))
+            .finish()
+    }
 }
 
 impl Catalog {
@@ -99,6 +114,19 @@ impl Catalog {
             }
         }
         Ok(c)
+    }
+
+    /// Every `repo_url` of the loaded task files must be fetchable by
+    /// `runner`: a server that could never grade a task says so at start.
+    pub fn check_fetches(&self) -> Result<(), String> {
+        let Some(r) = &self.runner else { return Ok(()) };
+        for t in self.tasks.values() {
+            if let RepoSource::Url(u) = &t.source {
+                r.check_fetch(u)
+                    .map_err(|e| format!("--tasks: instance `{}`: {e}", t.instance_id))?;
+            }
+        }
+        Ok(())
     }
 
     fn get(&self, field: &str, id: &str) -> Result<&Task, ApiError> {
@@ -150,6 +178,17 @@ impl Catalog {
             ),
             other => ApiError::bad("task", other.to_string(), "fix the task object"),
         })?;
+        if let (RepoSource::Url(u), Some(r)) = (&t.source, &self.runner) {
+            r.check_fetch(u).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "repo_url_not_allowed",
+                    clip(&e, 500),
+                    "start the server with --allow HOST (and --allow-address IP for a private address) so the clone can go through runproof's egress proxy, or use a repo_path under a --repo-root",
+                )
+                .field("task.repo_url")
+            })?;
+        }
         if let RepoSource::Path(p) = &t.source {
             let inside = p
                 .canonicalize()

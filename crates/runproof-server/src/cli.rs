@@ -7,7 +7,8 @@ use crate::pool::Pool;
 use crate::queue::{Publisher, Queue, QueueConfig, ResultHook, WorkerOptions};
 use crate::store::Store;
 use clap::{Args, ValueEnum};
-use runproof_task::{EnvCache, Harness, SandboxRunner};
+use runproof_task::cli::NetArgs;
+use runproof_task::{EnvCache, Harness, NetworkAccess, SandboxRunner};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,10 @@ pub struct ServeArgs {
     /// --tasks files' directories (repeatable).
     #[arg(long = "repo-root", value_name = "DIR")]
     pub repo_roots: Vec<PathBuf>,
+    /// Network for the graded tasks' `repo_url` clones and `setup` (the
+    /// same flags as `runproof verify`); tests never get any.
+    #[command(flatten)]
+    pub net: NetArgs,
     /// File holding the API token (at least 16 characters; not readable by
     /// other users). Required to listen on a non-loopback address.
     #[arg(long, value_name = "FILE")]
@@ -144,6 +149,9 @@ pub struct WorkerArgs {
     /// Scratch directory (default: a directory in $TMPDIR).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Network for the jobs' `repo_url` clones and `setup`, as on `serve`.
+    #[command(flatten)]
+    pub net: NetArgs,
     #[command(flatten)]
     pub queue: QueueArgs,
 }
@@ -187,8 +195,13 @@ fn default_db() -> Result<String, ServeError> {
 }
 
 /// The grader `serve` and `worker` use: the sandbox runner and the
-/// environment cache, as `runproof verify` grades.
-pub fn grader(cache: Option<&Path>, work: Option<&Path>) -> Grader {
+/// environment cache, as `runproof verify` grades. `network` serves the
+/// `repo_url` clones and `setup` commands (`None`: they get none).
+pub fn grader(
+    cache: Option<&Path>,
+    work: Option<&Path>,
+    network: Option<Arc<dyn NetworkAccess>>,
+) -> Grader {
     let cache = cache.map(Path::to_path_buf).unwrap_or_else(default_cache);
     let cache = std::path::absolute(&cache).unwrap_or(cache);
     let work = work
@@ -197,7 +210,10 @@ pub fn grader(cache: Option<&Path>, work: Option<&Path>) -> Grader {
     let work = std::path::absolute(&work).unwrap_or(work);
     Grader {
         harness: Harness {
-            runner: Arc::new(SandboxRunner::default()),
+            runner: Arc::new(SandboxRunner {
+                network,
+                ..Default::default()
+            }),
             workspaces: Arc::new(EnvCache::new(cache)),
             reruns: 0,
             keep_workspaces: false,
@@ -256,9 +272,13 @@ pub struct Running {
 
 /// `runproof serve`. Runs until the process is stopped; returns only on a
 /// start-up failure. `hook` is called with each newly stored verdict.
-pub fn serve(a: &ServeArgs, hook: Option<ResultHook>) -> Result<(), ServeError> {
+pub fn serve(
+    a: &ServeArgs,
+    hook: Option<ResultHook>,
+    network: Option<Arc<dyn NetworkAccess>>,
+) -> Result<(), ServeError> {
     runtime()?.block_on(async move {
-        let r = start(a, hook).await?;
+        let r = start(a, hook, network).await?;
         match a.format {
             Format::Json => println!(
                 "{}",
@@ -277,7 +297,13 @@ pub fn serve(a: &ServeArgs, hook: Option<ResultHook>) -> Result<(), ServeError> 
 
 /// Starts everything `runproof serve` runs (store, pool or NATS loops, HTTP
 /// server) on the current tokio runtime and returns once it is listening.
-pub async fn start(a: &ServeArgs, hook: Option<ResultHook>) -> Result<Running, ServeError> {
+/// `network` is what `a.net` asks for (built by the caller).
+pub async fn start(
+    a: &ServeArgs,
+    hook: Option<ResultHook>,
+    network: Option<Arc<dyn NetworkAccess>>,
+) -> Result<Running, ServeError> {
+    check_network(&a.net, &network)?;
     let token = match &a.token_file {
         Some(p) => Some(read_token(p).map_err(ServeError::Usage)?),
         None => None,
@@ -292,14 +318,16 @@ pub async fn start(a: &ServeArgs, hook: Option<ResultHook>) -> Result<Running, S
     if a.max_body < 1024 {
         return Err(ServeError::Usage("--max-body must be at least 1024".into()));
     }
-    let catalog = Catalog::load(&a.tasks, &a.repo_roots).map_err(ServeError::Usage)?;
+    let mut catalog = Catalog::load(&a.tasks, &a.repo_roots).map_err(ServeError::Usage)?;
     let db = match &a.db {
         Some(d) => d.clone(),
         None => default_db()?,
     };
     let ledger = if a.no_ledger { None } else { a.ledger.clone() };
     let workers = a.workers.unwrap_or(if a.nats.is_some() { 0 } else { 2 });
-    let grader = Arc::new(grader(a.cache.as_deref(), a.work_dir.as_deref()));
+    let grader = Arc::new(grader(a.cache.as_deref(), a.work_dir.as_deref(), network));
+    catalog.runner = Some(grader.harness.runner.clone());
+    catalog.check_fetches().map_err(ServeError::Usage)?;
     let store = Store::open(&db).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
@@ -393,8 +421,24 @@ pub async fn start(a: &ServeArgs, hook: Option<ResultHook>) -> Result<Running, S
     })
 }
 
-/// `runproof worker`. Runs until the process is stopped.
-pub fn worker(a: &WorkerArgs) -> Result<(), ServeError> {
+/// `--allow` without a network to honour it would grade with less than
+/// the user asked for; refuse to start instead.
+fn check_network(
+    net: &NetArgs,
+    network: &Option<Arc<dyn NetworkAccess>>,
+) -> Result<(), ServeError> {
+    if network.is_none() && !(net.allow.is_empty() && net.allow_address.is_empty()) {
+        return Err(ServeError::Usage(
+            "--allow was given but no egress proxy was set up for it (a caller of runproof_server::cli must build the network from --allow)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `runproof worker`. Runs until the process is stopped. `network` is
+/// what `a.net` asks for (built by the caller).
+pub fn worker(a: &WorkerArgs, network: Option<Arc<dyn NetworkAccess>>) -> Result<(), ServeError> {
+    check_network(&a.net, &network)?;
     let qcfg = a.queue.config().map_err(ServeError::Usage)?;
     if a.jobs == 0 || a.jobs > 256 {
         return Err(ServeError::Usage("--jobs must be between 1 and 256".into()));
@@ -409,7 +453,7 @@ pub fn worker(a: &WorkerArgs) -> Result<(), ServeError> {
         url: a.nats.clone(),
         name,
         jobs: a.jobs,
-        grader: grader(a.cache.as_deref(), a.work_dir.as_deref()),
+        grader: grader(a.cache.as_deref(), a.work_dir.as_deref(), network),
         config: qcfg,
     };
     runtime()?.block_on(crate::queue::run_worker(o))?;

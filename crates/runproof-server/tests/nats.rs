@@ -72,6 +72,7 @@ fn jobs_go_through_jetstream_to_a_worker_and_are_stored_once() {
         grader: runproof_server::cli::grader(
             Some(&s.tmp.path().join("cache")),
             Some(&s.tmp.path().join("work-a")),
+            None,
         ),
         config: QueueConfig::default(),
     }));

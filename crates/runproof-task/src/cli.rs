@@ -104,6 +104,16 @@ pub struct CommonArgs {
     /// file system support it, else copy; the report says which and why).
     #[arg(long, value_enum, default_value_t = WorkspaceMode::Auto)]
     pub workspaces: WorkspaceMode,
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// The network that grading may use, as flags shared by `verify`, `eval`,
+/// `task validate`, `serve` and `worker`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NetArgs {
     /// Let `repo_url` fetches and `setup` commands reach this host through
     /// runproof's egress proxy (example.com, *.example.com, host:port, or a
     /// preset: @github, @pypi, @npm, @crates, @debian, @goproxy). Prefix
@@ -114,8 +124,6 @@ pub struct CommonArgs {
     /// local git server or mirror); every other private address stays refused.
     #[arg(long = "allow-address", value_name = "IP")]
     pub allow_address: Vec<std::net::IpAddr>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub format: OutputFormat,
 }
 
 /// Why a command could not run.

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -110,7 +110,7 @@ impl Server {
             .build()
             .unwrap();
         let run = rt
-            .block_on(runproof_server::cli::start(&a, None))
+            .block_on(runproof_server::cli::start(&a, None, None))
             .map_err(|e| e.to_string())?;
         Ok(Server {
             rt: Some(rt),
