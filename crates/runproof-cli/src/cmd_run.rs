@@ -241,10 +241,12 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
     } else {
         None
     };
-    if let Some(code) = prerun_scan(&policy, args.trust) {
-        return code;
-    }
+    let gate_policy = policy.clone();
+    let trust = args.trust;
     let mut spec = RunSpec::new(policy, args.command.clone());
+    // The scan runs while the sandbox sets itself up; the command waits for
+    // its verdict just before execve.
+    spec.gate = Some(Box::new(move || prerun_scan(&gate_policy, trust)));
     spec.audit = args.audit.clone();
     spec.overlay = args.overlay.clone();
     let gate: Arc<Mutex<Option<runproof_net::Gate>>> = Arc::default();
@@ -270,6 +272,9 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
     let mut result = runproof_sandbox::run(spec);
     if let Some(g) = gate.lock().ok().and_then(|mut g| g.take()) {
         g.shutdown();
+    }
+    if let (Some(m), Err(_)) = (&metering, &result) {
+        m.not_run();
     }
     if let (Some(m), Ok(out)) = (&metering, &mut result) {
         eprintln!("runproof: {}", m.finish(out));
@@ -306,7 +311,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> ExitCode {
                 eprintln!(
                     "runproof: timing: {}{}",
                     before_sandbox.map_or(String::new(), |d| format!(
-                        "arguments, config and pre-run scan {:.1}ms, ",
+                        "arguments and config {:.1}ms, ",
                         d.as_secs_f64() * 1e3
                     )),
                     phases.join(", ")
@@ -434,27 +439,17 @@ pub fn doctor(args: DoctorArgs, config: Option<&Path>) -> ExitCode {
 
 /// Scan the workspace before anything runs in it. Returns the exit code when
 /// the run must not start.
-fn prerun_scan(policy: &Policy, trust: bool) -> Option<ExitCode> {
+/// The pre-run scan of the workspace: `Err` (with the reason) refuses the
+/// command. High and critical findings are printed either way.
+fn prerun_scan(policy: &Policy, trust: bool) -> Result<(), String> {
     use runproof_scan::{ScanOptions, Severity};
     // Check the workspace before reading it (never scan `/` or a home).
-    let ws = match runproof_sandbox::resolve_workspace(policy) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("runproof: {e}");
-            eprintln!("runproof: the command did not run");
-            return Some(ExitCode::from(125));
-        }
-    };
-    let report = match runproof_scan::scan(&ws, &ScanOptions::default()) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("runproof: pre-run scan failed: {e}");
-            return Some(ExitCode::from(125));
-        }
-    };
+    let ws = runproof_sandbox::resolve_workspace(policy).map_err(|e| e.to_string())?;
+    let report = runproof_scan::scan(&ws, &ScanOptions::default())
+        .map_err(|e| format!("pre-run scan failed: {e}"))?;
     let serious: Vec<_> = report.at_least(Severity::High).collect();
     if serious.is_empty() {
-        return None;
+        return Ok(());
     }
     for f in &serious {
         eprintln!(
@@ -469,14 +464,13 @@ fn prerun_scan(policy: &Policy, trust: bool) -> Option<ExitCode> {
             serious.len(),
             ws.display()
         );
-        return None;
+        return Ok(());
     }
-    eprintln!(
-        "runproof: refusing to run: the pre-run scan found {} high or critical findings in {} (above); review them, then pass --trust to run anyway",
+    Err(format!(
+        "refusing to run: the pre-run scan found {} high or critical findings in {} (above); review them, then pass --trust to run anyway",
         serious.len(),
         ws.display()
-    );
-    Some(ExitCode::from(125))
+    ))
 }
 
 /// Forwards the proxy's events into the run's audit log.
@@ -690,6 +684,18 @@ impl Metering {
             st.spent,
             st.limit.map(|l| format!(" of ${l:.2}")).unwrap_or_default()
         )
+    }
+
+    /// The command never started (the set-up failed or the pre-run scan
+    /// refused it): close the run in the ledger as `not_run`, so it is not
+    /// left looking as if it were still going.
+    pub(crate) fn not_run(&self) {
+        let _ = self.writer.flush();
+        let r = runproof_ledger::Ledger::open(&self.ledger_path)
+            .and_then(|l| l.end_run(&self.run_id, "not_run", runproof_ledger::time::unix_ms()));
+        if let Err(e) = r {
+            eprintln!("runproof: could not record the run in the ledger: {e}");
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub(crate) struct ChildSpec {
     /// The CPUs stage A gives back to itself before it forks the sandbox
     /// (see [`place_apart`]); `None` when it was not moved.
     pub cpus: Option<libc::cpu_set_t>,
+    /// Wait for the supervisor's GO before execve (`RunSpec::gate`).
+    pub gated: bool,
 }
 
 fn fail(ctrl: RawFd, step: &str, err: &std::io::Error, code: i32) -> ! {
@@ -672,6 +674,9 @@ fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>, in_cgroup: bool) -> 
         Err(e) => fail(ctrl, "install seccomp filter", &e, exit::SETUP),
     }
 
+    if spec.gated {
+        wait_for_go(ctrl);
+    }
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = spec.envp.iter().map(|a| a.as_ptr()).collect();
@@ -694,6 +699,19 @@ fn command_main(spec: &ChildSpec, pty_slave: Option<RawFd>, in_cgroup: bool) -> 
         _ => exit::NOT_EXECUTABLE,
     };
     fail(ctrl, "exec", &err, code)
+}
+
+/// Held here, confined, until the supervisor's gate passes. Anything but
+/// GO (the supervisor gone, or a refusal, after which it kills the
+/// sandbox anyway) ends the process before the command could run.
+fn wait_for_go(ctrl: RawFd) {
+    let mut buf = [0u8; 8];
+    let mut no_fds = [-1; 1];
+    match ipc::recv_into(ctrl, &mut buf, &mut no_fds) {
+        Ok((n, got)) if n >= 1 && buf[0] == tag::GO => close_all(&no_fds[..got]),
+        // SAFETY: end the forked child without running anything.
+        _ => unsafe { libc::_exit(exit::SETUP) },
+    }
 }
 
 /// Drop every capability for good: the bounding and ambient sets, the

@@ -34,6 +34,10 @@ pub enum SandboxError {
         detail: String,
         hint: Option<String>,
     },
+    /// The run's gate (the pre-run scan) refused the command, which never
+    /// ran; the text says why and what to do.
+    #[error("{0}")]
+    Refused(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -28,6 +28,8 @@ pub mod tag {
     /// Supervisor to stage A: the descriptors to enter the sandbox's
     /// cgroups with (see `child::send_entry`); none when there is no cgroup.
     pub const ENTER: u8 = b'G';
+    /// Supervisor to the command: the gate passed, it may exec.
+    pub const GO: u8 = b'O';
 }
 
 pub const MAX_MSG: usize = 8192;

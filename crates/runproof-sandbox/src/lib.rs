@@ -36,5 +36,6 @@ pub use policy::Policy;
 pub use probe::doctor;
 pub use report::{ExitReport, LayerState, LayerStatus};
 pub use run::{
-    ListenerHook, RunOutcome, RunSpec, Stdio, StopSignal, TickHook, resolve_workspace, run,
+    ExecGate, ListenerHook, RunOutcome, RunSpec, Stdio, StopSignal, TickHook, resolve_workspace,
+    run,
 };

@@ -69,6 +69,13 @@ pub type ListenerHook = Box<dyn FnOnce(Vec<TcpListener>) + Send>;
 /// live compute metering. It can end the run through a [`StopSignal`].
 pub type TickHook = Box<dyn FnMut(&crate::cgroup::Stats) + Send>;
 
+/// Decides, while the sandbox is being set up, whether its command may
+/// start: the pre-run scan's seam. It runs on the supervisor's thread in
+/// parallel with the namespaces and mounts; the command waits, fully
+/// confined, just before `execve`. `Err(why)` ends the run without the
+/// command having run ([`SandboxError::Refused`]).
+pub type ExecGate = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// One sandboxed run.
 pub struct RunSpec {
     pub policy: Policy,
@@ -96,6 +103,8 @@ pub struct RunSpec {
     /// on every supervisor tick. Without a cgroup it is never called, and the
     /// `accounting` layer says so.
     pub on_tick: Option<TickHook>,
+    /// Must pass before the command is exec'd (see [`ExecGate`]).
+    pub gate: Option<ExecGate>,
     /// Variables set by runproof itself (e.g. proxy settings); they are not
     /// subject to the credential filter.
     pub extra_env: BTreeMap<String, String>,
@@ -115,6 +124,7 @@ impl RunSpec {
             on_listeners: None,
             stop: None,
             on_tick: None,
+            gate: None,
             extra_env: BTreeMap::new(),
             stdio: Stdio::Inherit,
         }
@@ -654,6 +664,7 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         seccomp: filter,
         seccomp_listener: notify_on,
         cpus: child::cpus_to_restore(),
+        gated: spec.gate.is_some(),
     };
 
     // SAFETY: fork; the child only runs `stage_a`, which never returns.
@@ -749,7 +760,26 @@ pub fn run(mut spec: RunSpec) -> Result<RunOutcome, SandboxError> {
         listener: None,
         notify_stop: None,
     };
-    let deadline = policy.limits.timeout.map(|t| start + t.duration());
+    // The gate (the pre-run scan) runs while the sandbox builds itself; the
+    // command waits for GO before execve. The timeout starts after it.
+    let mut timed_from = start;
+    if let Some(gate) = spec.gate.take() {
+        if let Err(why) = gate() {
+            sup.kill_all(cg.as_ref());
+            drop(guard_a);
+            return Err(SandboxError::Refused(why));
+        }
+        if let Err(e) = ipc::send(sup.sock.as_raw_fd(), tag::GO, &[], &[]) {
+            // A sandbox already gone said why; the loop below reads it.
+            if e.raw_os_error() != Some(libc::EPIPE) {
+                sup.kill_all(cg.as_ref());
+                return Err(SandboxError::io("let the command start", e));
+            }
+        }
+        timed_from = Instant::now();
+        phases.mark("gate");
+    }
+    let deadline = policy.limits.timeout.map(|t| timed_from + t.duration());
     let cpu_limit_ns = policy.limits.cpu.map(|c| (c.0 * 1e9) as u64);
     let signals = interactive.then(|| pty::SignalWatch::new(use_pty));
     let sig_fd = signals.as_ref().map_or(-1, |s| s.fd());
