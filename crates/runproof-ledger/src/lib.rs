@@ -15,6 +15,6 @@ pub use budget::{Budget, BudgetError, BudgetStatus, Reservation};
 pub use prices::{ComputePrice, ModelPrice, PriceError, PriceTable, Usage};
 pub use report::{CostOptions, CostReport, CostRow, GroupBy, cost_report, render_text};
 pub use store::{
-    ComputeRecord, Ledger, LedgerError, LedgerWriter, RequestRecord, RunRecord, VerdictRecord,
-    default_path,
+    ComputeRecord, Ledger, LedgerError, LedgerWriter, RequestRecord, RunEnd, RunRecord,
+    VerdictRecord, default_path,
 };

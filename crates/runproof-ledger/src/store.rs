@@ -144,6 +144,15 @@ pub struct RunRecord {
     pub budget_usd: Option<f64>,
 }
 
+/// How a run ended ([`Ledger::run_ends`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnd {
+    pub id: String,
+    /// `ok`, `failed`, `stopped`, or `not_run` (the command never started).
+    pub status: Option<String>,
+    pub ended_ms: Option<i64>,
+}
+
 /// A verdict on one graded attempt (a patch for a task), from `bench`,
 /// `verify` or `eval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -438,6 +447,24 @@ impl Ledger {
 
     pub(crate) fn path(&self) -> &str {
         &self.path
+    }
+
+    /// Every run, oldest first: its id and how it ended (status and end
+    /// time; both `None` while it runs).
+    pub fn run_ends(&self) -> Result<Vec<RunEnd>, LedgerError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, status, ended_ms FROM runs ORDER BY started_ms, id")
+            .map_err(|e| self.err(e))?;
+        st.query_map([], |r| {
+            Ok(RunEnd {
+                id: r.get(0)?,
+                status: r.get(1)?,
+                ended_ms: r.get(2)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
     }
 
     /// Whether a run exists.
