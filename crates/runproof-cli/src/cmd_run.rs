@@ -437,8 +437,6 @@ pub fn doctor(args: DoctorArgs, config: Option<&Path>) -> ExitCode {
     }
 }
 
-/// Scan the workspace before anything runs in it. Returns the exit code when
-/// the run must not start.
 /// The pre-run scan of the workspace: `Err` (with the reason) refuses the
 /// command. High and critical findings are printed either way.
 fn prerun_scan(policy: &Policy, trust: bool) -> Result<(), String> {
