@@ -359,18 +359,10 @@ fn repo_url_tasks_are_cloned_through_the_proxy_or_refused_when_submitted() {
     let r = common::git::repo(tmp.path());
     let srv = common::git::git_server(tmp.path(), &r.dir);
     let url = format!("http://127.0.0.2:{}/r.git", srv.port);
-    let task = json!({
-        "instance_id": "remote",
-        "base_commit": r.base,
-        "repo_url": url,
-        "test_patch": r.test_patch,
-        "test_cmd": "python3 -m pytest -rA -p no:cacheprovider",
-        "test_format": "pytest",
-        "timeout": 60,
-        "FAIL_TO_PASS": ["test_m.py::test_neg"],
-        "PASS_TO_PASS": ["test_m.py::test_double"],
-    });
-    let fix = "--- a/m.py\n+++ b/m.py\n@@ -1,2 +1,2 @@\n def double(x):\n-    return x + x\n+    return 2 * x\n";
+    let mut task = common::git::task(&r, "remote");
+    task.as_object_mut().unwrap().remove("repo_path");
+    task["repo_url"] = url.into();
+    let fix = common::git::FIX;
     let body = json!({"task": task, "model_patch": fix, "model_name_or_path": "gold"});
     let bytes = serde_json::to_vec(&body).unwrap();
     let json_type = [("Content-Type", "application/json")];

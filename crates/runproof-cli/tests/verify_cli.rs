@@ -18,20 +18,6 @@ fn task_file(root: &Path, name: &str, task: serde_json::Value) -> PathBuf {
     p
 }
 
-fn task(r: &Repo, id: &str) -> serde_json::Value {
-    serde_json::json!({
-        "instance_id": id,
-        "base_commit": r.base,
-        "repo_path": r.dir,
-        "test_patch": r.test_patch,
-        "test_cmd": "python3 -m pytest -rA -p no:cacheprovider",
-        "test_format": "pytest",
-        "timeout": 60,
-        "FAIL_TO_PASS": ["test_m.py::test_neg"],
-        "PASS_TO_PASS": ["test_m.py::test_double"],
-    })
-}
-
 /// `runproof ARGS --cache C --out O` in its own process group, 120 s deadline.
 fn runproof(root: &Path, args: &[&str]) -> Output {
     let mut c = Command::new(bin());
@@ -150,7 +136,7 @@ fn a_patch_that_does_not_apply_is_named_and_not_unresolved() {
 
     // In an eval: an error as SWE-bench counts it, not unresolved, and the
     // run still counts as fully graded (exit 0). A timeout is not graded.
-    let good = "--- a/m.py\n+++ b/m.py\n@@ -1,2 +1,2 @@\n def double(x):\n-    return x + x\n+    return 2 * x\n";
+    let good = FIX;
     let preds = d.path().join("preds.jsonl");
     let line = |id: &str, model: &str, p: &str| {
         serde_json::json!({"instance_id": id, "model_name_or_path": model, "model_patch": p})
@@ -223,7 +209,7 @@ fn repo_url_is_cloned_through_the_proxy_or_refused_with_the_fix() {
     let mut t = task(&r, "remote");
     t.as_object_mut().unwrap().remove("repo_path");
     t["repo_url"] = url.clone().into();
-    t["patch"] = "--- a/m.py\n+++ b/m.py\n@@ -1,2 +1,2 @@\n def double(x):\n-    return x + x\n+    return 2 * x\n".into();
+    t["patch"] = FIX.into();
     let f = task_file(d.path(), "remote", t);
     let f = f.to_str().unwrap();
     let requests = || srv.log.lock().unwrap().len();

@@ -37,6 +37,24 @@ pub struct Repo {
     pub test_patch: String,
 }
 
+/// A patch that fixes [`repo`]'s code for its test patch's new test.
+pub const FIX: &str = "--- a/m.py\n+++ b/m.py\n@@ -1,2 +1,2 @@\n def double(x):\n-    return x + x\n+    return 2 * x\n";
+
+/// The task for [`repo`] as a tasks-file object, with `repo_path`.
+pub fn task(r: &Repo, id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "instance_id": id,
+        "base_commit": r.base,
+        "repo_path": r.dir,
+        "test_patch": r.test_patch,
+        "test_cmd": "python3 -m pytest -rA -p no:cacheprovider",
+        "test_format": "pytest",
+        "timeout": 60,
+        "FAIL_TO_PASS": ["test_m.py::test_neg"],
+        "PASS_TO_PASS": ["test_m.py::test_double"],
+    })
+}
+
 pub fn repo(root: &Path) -> Repo {
     let dir = root.join("src-repo");
     std::fs::create_dir_all(&dir).unwrap();
