@@ -3,22 +3,9 @@
 //! `retrieved`, one that only runs the tests is `clean`.
 
 mod common;
+use common::git::git;
 use common::*;
 use std::process::Command;
-
-fn git(ws: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(ws)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 #[test]
 fn sandbox_audit_log_feeds_retrieval_detection() {
